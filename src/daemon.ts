@@ -1,0 +1,90 @@
+/** defineDaemon(): the framework object an app builds its daemon from. */
+import type { ArgsDef } from "citty";
+import { runCli } from "./cli.ts";
+import { adopt, nextSeq, type HookOwner, type Registration } from "./hooks.ts";
+import { Lifecycle } from "./lifecycle.ts";
+import { createLogger } from "./log.ts";
+import { checkName } from "./paths.ts";
+import type { PidFileLock } from "./pidfile.ts";
+import type { DaemonHandle } from "./stage.ts";
+import type { DaemonConfig, Hook, HookContext, HookName, Mode, ShutdownContext, ShutdownHook } from "./types.ts";
+
+export interface Daemon<A extends ArgsDef = ArgsDef> {
+  readonly name: string;
+  readonly config: Readonly<DaemonConfig<A>>;
+  /** Register a hook. Returns a function that unregisters it. */
+  on(event: "shutdown", fn: ShutdownHook<ShutdownContext<A>>): () => void;
+  on(event: "init" | "ready" | "reload", fn: Hook<HookContext<A>>): () => void;
+  /**
+   * Parse `argv` (default `process.argv.slice(2)`) and run the command:
+   * `run` (default), `start`/`--daemon`, `stop`, `status`, `reload`, `restart`.
+   * Exits the process with the command's status; a running daemon resolves never.
+   */
+  main(argv?: string[]): Promise<void>;
+  /** Begin shutdown from inside the daemon (runs shutdown hooks, then exits 0). */
+  stop(reason?: string): void;
+}
+
+/** Internal: what the CLI needs to run a lifecycle. */
+export interface DaemonInternals {
+  run(mode: Mode, args: Record<string, unknown>, lock: PidFileLock, stage?: DaemonHandle): Promise<never>;
+}
+
+/**
+ * Define a daemon. Hooks given in `config` register first (init, ready,
+ * reload, shutdown), after any registered earlier with onInit() & co.
+ */
+export function defineDaemon<A extends ArgsDef = ArgsDef>(config: DaemonConfig<A>): Daemon<A> {
+  checkName(config.name);
+  const hooks: Registration[] = [];
+  let phase: "starting" | "other" = "other";
+  let lifecycle: Lifecycle | undefined;
+
+  const owner: HookOwner = {
+    add(event: HookName, fn: Hook<any>) {
+      if (typeof fn !== "function") throw new TypeError(`daemon.on("${event}") needs a function`);
+      const reg: Registration = { event, fn, seq: nextSeq(), duringInit: phase === "starting" };
+      hooks.push(reg);
+      return () => {
+        const i = hooks.indexOf(reg);
+        if (i >= 0) hooks.splice(i, 1);
+      };
+    },
+  };
+  adopt(owner, hooks);
+  for (const event of ["init", "ready", "reload", "shutdown"] as const) {
+    const fn = config[event];
+    if (fn) owner.add(event, fn as Hook<any>);
+  }
+
+  const internals: DaemonInternals = {
+    run(mode, args, lock, stage) {
+      adopt(owner, hooks);
+      lifecycle = new Lifecycle({
+        name: config.name,
+        mode,
+        log: createLogger(config.name, mode === "daemon"),
+        args: args as never,
+        hooks,
+        shutdownTimeout: config.shutdownTimeout ?? 10_000,
+        lock,
+        ...(stage ? { stage } : {}),
+        setPhase: (p) => {
+          phase = p;
+        },
+      });
+      return lifecycle.run();
+    },
+  };
+
+  const daemon: Daemon<A> = {
+    name: config.name,
+    config,
+    on: ((event: HookName, fn: Hook<any>) => owner.add(event, fn)) as Daemon<A>["on"],
+    main: (argv = process.argv.slice(2)) => runCli(config as DaemonConfig, internals, argv),
+    stop(reason) {
+      lifecycle?.stop(reason);
+    },
+  };
+  return daemon;
+}

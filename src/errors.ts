@@ -1,0 +1,108 @@
+import { constants } from "node:os";
+
+/**
+ * One code per step that can fail. Callers and the CLI branch on `code`;
+ * the message says which step, what path and what to do.
+ */
+export type DaemonErrorCode =
+  | "UNSUPPORTED_PLATFORM" // not Linux, or no libc found in /proc/self/maps
+  | "LIBC" // a libc symbol could not be loaded
+  | "PIDFILE_OPEN" // open(2) of the PID file failed (missing dir, permissions)
+  | "PIDFILE_INVALID" // the PID file exists but does not look like a PID file
+  | "PIDFILE_WRITE" // writing our pid into the locked PID file failed
+  | "ALREADY_RUNNING" // another live process holds the PID file lock
+  | "NOT_RUNNING" // a control command found no daemon
+  | "LOG_OPEN" // the --log-file could not be opened for appending
+  | "PIPE" // pipe2(2) for the readiness or output channel failed
+  | "FORK" // fork(2) failed (first or second)
+  | "EXEC" // execve(2) of the program failed in the grandchild
+  | "STAGE" // the re-executed program was not handed a valid daemon stage
+  | "READY_TIMEOUT" // the daemon was not ready within --ready-timeout
+  | "DAEMON_EXITED" // the daemon exited before it was ready
+  | "INIT_FAILED" // an init hook threw
+  | "STOP_TIMEOUT" // stop: still alive when --timeout ran out
+  | "SIGNAL" // kill(2) of the daemon failed
+  | "USAGE"; // bad command-line input
+
+export interface DaemonErrorOptions {
+  errno?: number;
+  syscall?: string;
+  path?: string;
+  pid?: number;
+  cause?: unknown;
+  /** Exit status the CLI should use; defaults to 1. */
+  exitCode?: number;
+}
+
+const errnoNames = new Map<number, string>(
+  Object.entries(constants.errno).map(([name, n]) => [n as number, name]),
+);
+
+/** `ENOENT` for 2, `errno 999` for numbers the platform does not name. */
+export function errnoName(errno: number): string {
+  return errnoNames.get(errno) ?? `errno ${errno}`;
+}
+
+/** The single error class of bun-daemon; `code` names the failing step. */
+export class DaemonError extends Error {
+  override name = "DaemonError";
+  readonly code: DaemonErrorCode;
+  readonly errno?: number;
+  /** errno as a name, e.g. `EACCES`, when `errno` is set. */
+  readonly errnoName?: string;
+  readonly syscall?: string;
+  readonly path?: string;
+  readonly pid?: number;
+  readonly exitCode: number;
+
+  constructor(code: DaemonErrorCode, message: string, opts: DaemonErrorOptions = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.code = code;
+    if (opts.errno !== undefined) {
+      this.errno = opts.errno;
+      this.errnoName = errnoName(opts.errno);
+    }
+    if (opts.syscall !== undefined) this.syscall = opts.syscall;
+    if (opts.path !== undefined) this.path = opts.path;
+    if (opts.pid !== undefined) this.pid = opts.pid;
+    this.exitCode = opts.exitCode ?? 1;
+  }
+}
+
+/** Hints for the errno values a user can act on. */
+const hints: Record<string, string> = {
+  ENOENT: "create the directory first, or choose another path",
+  EACCES: "check the permissions, or choose a path this user may write",
+  EPERM: "check the permissions, or run as a user allowed to do this",
+  EROFS: "the file system is read-only: choose a writable path",
+  EISDIR: "that path is a directory: name a file",
+  ENOTDIR: "a component of the path is not a directory",
+  EMFILE: "too many open files: raise RLIMIT_NOFILE",
+  EAGAIN: "the system is out of processes or memory: retry later",
+  ENOMEM: "the system is out of memory",
+};
+
+/** Build a DaemonError from a failed syscall, with errno name and a hint. */
+export function syscallError(
+  code: DaemonErrorCode,
+  step: string,
+  syscall: string,
+  errno: number,
+  path?: string,
+): DaemonError {
+  const name = errnoName(errno);
+  const hint = hints[name];
+  const where = path === undefined ? "" : ` ${path}`;
+  const msg = `${step}: ${syscall}${where} failed: ${name}${hint ? ` (${hint})` : ""}`;
+  const opts: DaemonErrorOptions = { errno, syscall };
+  if (path !== undefined) opts.path = path;
+  return new DaemonError(code, msg, opts);
+}
+
+/** Errors thrown by node:fs carry `errno` negative and `code` as a name. */
+export function fromNodeError(code: DaemonErrorCode, step: string, err: unknown, path?: string): DaemonError {
+  const e = err as NodeJS.ErrnoException;
+  const errno = typeof e?.code === "string" ? (constants.errno as Record<string, number>)[e.code] : undefined;
+  if (errno !== undefined) return syscallError(code, step, e.syscall ?? "open", errno, path ?? e.path);
+  return new DaemonError(code, `${step}: ${e?.message ?? String(err)}`, path === undefined ? { cause: err } : { path, cause: err });
+}

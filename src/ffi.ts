@@ -1,0 +1,280 @@
+/**
+ * The one place bun-daemon talks to libc. Everything is loaded on first use
+ * (never at import), every symbol is typed here, and errno is read right
+ * after the call that failed.
+ */
+import { dlopen, FFIType as T, ptr, read, type Pointer } from "bun:ffi";
+import { readFileSync } from "node:fs";
+import { DaemonError, syscallError, type DaemonErrorCode } from "./errors.ts";
+
+const symbols = {
+  fork: { args: [], returns: T.i32 },
+  setsid: { args: [], returns: T.i32 },
+  execve: { args: [T.ptr, T.ptr, T.ptr], returns: T.i32 },
+  _exit: { args: [T.i32], returns: T.void },
+  write: { args: [T.i32, T.ptr, T.u64], returns: T.i64 },
+  read: { args: [T.i32, T.ptr, T.u64], returns: T.i64 },
+  close: { args: [T.i32], returns: T.i32 },
+  dup2: { args: [T.i32, T.i32], returns: T.i32 },
+  pipe2: { args: [T.ptr, T.i32], returns: T.i32 },
+  // fcntl, open and prctl are variadic in C; the fixed-arity prototypes match
+  // the register ABI on x86-64 and aarch64 Linux for integer arguments.
+  fcntl: { args: [T.i32, T.i32, T.i32], returns: T.i32 },
+  open: { args: [T.ptr, T.i32, T.u32], returns: T.i32 },
+  prctl: { args: [T.i32, T.ptr, T.u64, T.u64, T.u64], returns: T.i32 },
+  flock: { args: [T.i32, T.i32], returns: T.i32 },
+  umask: { args: [T.u32], returns: T.u32 },
+  signal: { args: [T.i32, T.ptr], returns: T.ptr },
+  sigprocmask: { args: [T.i32, T.ptr, T.ptr], returns: T.i32 },
+  close_range: { args: [T.u32, T.u32, T.i32], returns: T.i32 },
+  madvise: { args: [T.u64, T.u64, T.i32], returns: T.i32 },
+  waitpid: { args: [T.i32, T.ptr, T.i32], returns: T.i32 },
+  poll: { args: [T.ptr, T.u64, T.i32], returns: T.i32 },
+  kill: { args: [T.i32, T.i32], returns: T.i32 },
+  socket: { args: [T.i32, T.i32, T.i32], returns: T.i32 },
+  sendto: { args: [T.i32, T.ptr, T.u64, T.i32, T.ptr, T.u32], returns: T.i64 },
+  __errno_location: { args: [], returns: T.ptr },
+} as const;
+
+type Lib = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
+
+let lib: Lib | undefined;
+let errnoPtr: Pointer | undefined;
+
+/**
+ * Find the libc this process already mapped, by name: glibc's `libc.so.6`
+ * or musl's `ld-musl-<arch>.so.1`. (`libc.so` is a linker script on glibc.)
+ */
+export function libcPath(): string {
+  if (process.platform !== "linux") {
+    throw new DaemonError("UNSUPPORTED_PLATFORM", `bun-daemon supports Linux only (this is ${process.platform})`);
+  }
+  let maps: string;
+  try {
+    maps = readFileSync("/proc/self/maps", "utf8");
+  } catch (err) {
+    throw new DaemonError("UNSUPPORTED_PLATFORM", "cannot read /proc/self/maps: is /proc mounted?", { cause: err });
+  }
+  for (const line of maps.split("\n")) {
+    const path = line.slice(line.indexOf("/"));
+    if (line.includes("/") && /\/(libc\.so\.6|ld-musl-[^/]+\.so\.1)$/.test(path)) return path;
+  }
+  throw new DaemonError("UNSUPPORTED_PLATFORM", "no libc.so.6 or ld-musl found in /proc/self/maps");
+}
+
+/** The loaded libc symbols; loads on first call. */
+export function libc(): Lib {
+  if (lib) return lib;
+  const path = libcPath();
+  try {
+    lib = dlopen(path, symbols).symbols;
+  } catch (err) {
+    throw new DaemonError("LIBC", `cannot load libc symbols from ${path}: ${(err as Error).message}`, { path, cause: err });
+  }
+  errnoPtr = lib.__errno_location() as Pointer;
+  return lib;
+}
+
+/** errno of the calling (main) thread; read it right after the failing call. */
+export function errno(): number {
+  libc();
+  return read.i32(errnoPtr!, 0);
+}
+
+/** The address errno lives at, for code that must read it without calls. */
+export function errnoAddress(): Pointer {
+  libc();
+  return errnoPtr!;
+}
+
+/** A NUL-terminated copy of `s`; keep the buffer referenced while its pointer is in use. */
+export function cstr(s: string): Buffer {
+  return Buffer.from(`${s}\0`, "utf8");
+}
+
+/** Throw a DaemonError with errno if `ret` is negative; otherwise return it. */
+function check(ret: number, code: DaemonErrorCode, step: string, syscall: string, path?: string): number {
+  if (ret < 0) throw syscallError(code, step, syscall, errno(), path);
+  return ret;
+}
+
+// Linux constants (generic ABI: x86-64, aarch64, riscv64, arm).
+export const O_RDONLY = 0;
+export const O_WRONLY = 1;
+export const O_RDWR = 2;
+export const O_CREAT = 0o100;
+export const O_NOCTTY = 0o400;
+export const O_APPEND = 0o2000;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const O_NOFOLLOW = 0o400000;
+const F_GETFD = 1;
+const F_SETFD = 2;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const FD_CLOEXEC = 1;
+export const F_DUPFD_CLOEXEC = 1030;
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const EINTR = 4;
+export const EAGAIN = 11;
+export const ESRCH = 3;
+export const EWOULDBLOCK = 11;
+export const ENOSYS = 38;
+export const SIG_SETMASK = 2;
+export const MADV_DOFORK = 11;
+export const CLOSE_RANGE_CLOEXEC = 4;
+export const POLLIN = 1;
+export const POLLERR = 8;
+export const POLLHUP = 0x10;
+const PR_SET_NAME = 15;
+
+/** open(2); returns the fd or throws with the path and errno name. */
+export function openFile(path: string, flags: number, mode: number, code: DaemonErrorCode, step: string): number {
+  const p = cstr(path);
+  return check(libc().open(ptr(p), flags | O_CLOEXEC, mode), code, step, "open", path);
+}
+
+/** close(2), ignoring errors: there is nothing useful to do about them. */
+export function closeFd(fd: number): void {
+  libc().close(fd);
+}
+
+/** flock(2). Returns true when taken, false when another holder has it (EWOULDBLOCK). */
+export function tryLock(fd: number, op: number, path: string, code: DaemonErrorCode = "PIDFILE_OPEN"): boolean {
+  for (;;) {
+    if (libc().flock(fd, op | LOCK_NB) === 0) return true;
+    const e = errno();
+    if (e === EWOULDBLOCK) return false;
+    if (e !== EINTR) throw syscallError(code, "lock PID file", "flock", e, path);
+  }
+}
+
+/** pipe2(2) with O_CLOEXEC: [readEnd, writeEnd]. */
+export function pipe(step: string): [number, number] {
+  const fds = new Int32Array(2);
+  check(libc().pipe2(ptr(fds), O_CLOEXEC), "PIPE", step, "pipe2");
+  return [fds[0]!, fds[1]!];
+}
+
+/** Duplicate `fd` to the lowest free number >= min, close-on-exec. */
+export function dupAbove(fd: number, min: number): number {
+  return check(libc().fcntl(fd, F_DUPFD_CLOEXEC, min), "PIPE", "move descriptor", "fcntl");
+}
+
+export function setCloexec(fd: number, on: boolean): void {
+  const l = libc();
+  const flags = l.fcntl(fd, F_GETFD, 0);
+  if (flags < 0) return;
+  l.fcntl(fd, F_SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC);
+}
+
+export function setNonblock(fd: number): void {
+  const l = libc();
+  const flags = l.fcntl(fd, F_GETFL, 0);
+  if (flags >= 0) l.fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+/** dup2(2); throws on failure. */
+export function dup2(from: number, to: number, step: string): void {
+  check(libc().dup2(from, to), "STAGE", step, "dup2");
+}
+
+/** write(2) of the whole buffer, retrying short writes and EINTR. False on error (EPIPE, EBADF…). */
+export function writeAll(fd: number, data: Uint8Array): boolean {
+  const l = libc();
+  let off = 0;
+  while (off < data.length) {
+    const n = Number(l.write(fd, ptr(data, off), data.length - off));
+    if (n < 0) {
+      if (errno() === EINTR) continue;
+      return false;
+    }
+    off += n;
+  }
+  return true;
+}
+
+/** read(2) into buf: bytes read, 0 at EOF, -errno on error. */
+export function readInto(fd: number, buf: Uint8Array): number {
+  for (;;) {
+    const n = Number(libc().read(fd, ptr(buf), buf.length));
+    if (n >= 0) return n;
+    const e = errno();
+    if (e !== EINTR) return -e;
+  }
+}
+
+/**
+ * poll(2) on `fds` for input. Returns the revents for each fd (0 when
+ * nothing happened); an empty array on timeout. EINTR counts as a timeout
+ * of zero length so the caller re-checks its deadline.
+ */
+export function pollIn(fds: number[], timeoutMs: number): number[] {
+  const buf = new Int32Array(fds.length * 2);
+  const view = new Int16Array(buf.buffer);
+  fds.forEach((fd, i) => {
+    buf[i * 2] = fd;
+    view[i * 4 + 2] = POLLIN;
+  });
+  const n = libc().poll(ptr(buf), fds.length, Math.max(0, Math.min(timeoutMs, 2 ** 31 - 1)));
+  if (n <= 0) return [];
+  return fds.map((_, i) => view[i * 4 + 3]!);
+}
+
+/** waitpid(2) for a direct child, retrying EINTR. Returns the raw status. */
+export function waitChild(pid: number): number {
+  const status = new Int32Array(1);
+  const l = libc();
+  while (l.waitpid(pid, ptr(status), 0) < 0 && errno() === EINTR);
+  return status[0]!;
+}
+
+/** kill(2): 0 on success, otherwise errno (ESRCH when there is no such process). */
+export function sendSignal(pid: number, sig: number): number {
+  return libc().kill(pid, sig) === 0 ? 0 : errno();
+}
+
+/** prctl(PR_SET_NAME): the name `ps -o comm` and /proc/PID/comm show (15 bytes). */
+export function setProcessName(name: string): void {
+  const bytes = Buffer.alloc(16);
+  bytes.write(name.slice(0, 15), "utf8");
+  bytes[15] = 0;
+  libc().prctl(PR_SET_NAME, ptr(bytes), 0, 0, 0);
+}
+
+/**
+ * Mark every fd >= `from` close-on-exec. close_range(2) does it in one call;
+ * kernels before 5.11 lack the flag, so fall back to walking /proc/self/fd
+ * (O(open fds), never O(RLIMIT_NOFILE)).
+ */
+export function cloexecFrom(from: number, listFds: () => number[]): void {
+  if (libc().close_range(from, 0xffffffff, CLOSE_RANGE_CLOEXEC) === 0) return;
+  for (const fd of listFds()) if (fd >= from) setCloexec(fd, true);
+}
+
+/**
+ * sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
+ * Returns true if sent, false when there is no socket to notify.
+ */
+export function notifySocket(path: string, message: string): boolean {
+  const l = libc();
+  const AF_UNIX = 1;
+  const SOCK_DGRAM = 2;
+  const SOCK_CLOEXEC = 0o2000000;
+  const fd = l.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  try {
+    const name = Buffer.from(path, "utf8");
+    const addr = Buffer.alloc(2 + 108);
+    addr.writeUInt16LE(AF_UNIX, 0);
+    name.copy(addr, 2);
+    if (path.startsWith("@")) addr[2] = 0; // abstract namespace
+    const len = path.startsWith("@") ? 2 + name.length : 2 + name.length + 1;
+    const msg = Buffer.from(message, "utf8");
+    return Number(l.sendto(fd, ptr(msg), msg.length, 0, ptr(addr), len)) >= 0;
+  } finally {
+    l.close(fd);
+  }
+}

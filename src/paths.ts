@@ -1,0 +1,25 @@
+import { userInfo } from "node:os";
+import { join } from "node:path";
+import { DaemonError } from "./errors.ts";
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** Daemon names end up in file names and /proc/PID/comm: keep them plain. */
+export function checkName(name: unknown): string {
+  if (typeof name !== "string" || !NAME_RE.test(name)) {
+    throw new DaemonError(
+      "USAGE",
+      `daemon name ${JSON.stringify(name)} is not usable: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`,
+    );
+  }
+  return name;
+}
+
+/** `/run/<name>.pid` for root, else `$XDG_RUNTIME_DIR/<name>.pid`, else `/tmp/<name>-<uid>.pid`. */
+export function defaultPidFile(name: string): string {
+  const uid = process.getuid?.() ?? userInfo().uid;
+  if (uid === 0) return `/run/${name}.pid`;
+  const xdg = process.env.XDG_RUNTIME_DIR;
+  if (xdg) return join(xdg, `${name}.pid`);
+  return `/tmp/${name}-${uid}.pid`;
+}

@@ -1,0 +1,79 @@
+/** Reading this process's state from /proc (Linux only). */
+import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+
+/** Open fd numbers of this process. */
+export function listFds(): number[] {
+  return readdirSync("/proc/self/fd").map(Number).filter((n) => Number.isInteger(n));
+}
+
+/** What /proc/self/fd/N points at ("pipe:[123]", "/dev/null"…), or undefined if closed. */
+export function fdTarget(fd: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Signal numbers set in a /proc/PID/status mask line such as SigIgn. */
+export function signalMask(field: "SigIgn" | "SigBlk" | "SigCgt", pid: number | "self" = "self"): number[] {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const m = new RegExp(`^${field}:\\s*([0-9a-f]+)`, "m").exec(status);
+  const mask = BigInt(`0x${m?.[1] ?? "0"}`);
+  const out: number[] = [];
+  for (let sig = 1; sig <= 64; sig++) if ((mask >> BigInt(sig - 1)) & 1n) out.push(sig);
+  return out;
+}
+
+/**
+ * Address ranges the runtime marked MADV_DONTFORK (VmFlags "dc"): JSC's JIT
+ * region. A fork child loses them and crashes on return into JIT code.
+ */
+export function dontForkRanges(): Array<[bigint, bigint]> {
+  const out: Array<[bigint, bigint]> = [];
+  let cur: [bigint, bigint] | undefined;
+  for (const line of readFileSync("/proc/self/smaps", "utf8").split("\n")) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+    if (m) {
+      cur = [BigInt(`0x${m[1]}`), BigInt(`0x${m[2]}`)];
+    } else if (cur && line.startsWith("VmFlags:") && / dc( |$)/.test(line)) {
+      out.push(cur);
+    }
+  }
+  return out;
+}
+
+/** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat). */
+export function startTicks(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[19]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Seconds a process has been running, from /proc (USER_HZ is 100 on Linux). */
+export function uptimeSeconds(pid: number): number | undefined {
+  const ticks = startTicks(pid);
+  if (ticks === undefined) return undefined;
+  const boot = Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]);
+  return Math.max(0, boot - ticks / 100);
+}
+
+/** Process state letter (R, S, Z…) or undefined when it is gone. */
+export function processState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  } catch {
+    return undefined;
+  }
+}
+
+/** True while the process exists and is not a zombie. */
+export function isAlive(pid: number): boolean {
+  const s = processState(pid);
+  return s !== undefined && s !== "Z" && s !== "X";
+}

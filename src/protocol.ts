@@ -1,0 +1,74 @@
+/**
+ * Frames on the status pipe from the forked children and the daemon to the
+ * launcher: [type:i32][length:i32][payload]. Frames are smaller than
+ * PIPE_BUF, so each write(2) lands whole even with two writers.
+ */
+
+export const FRAME_PID = 1; // intermediate child: the daemon's pid (i32 payload)
+export const FRAME_FORK_FAILED = 2; // intermediate child: errno of the second fork
+export const FRAME_EXEC_FAILED = 3; // grandchild: errno of execve
+export const FRAME_READY = 4; // daemon: JSON ReadyMessage
+export const FRAME_FAILED = 5; // daemon: JSON FailureMessage
+
+export interface ReadyMessage {
+  pid: number;
+}
+
+/** What the daemon tells the launcher when it will not become ready. */
+export interface FailureMessage {
+  code: string;
+  message: string;
+  /** The exit status the launcher should use (non-zero). */
+  exitCode: number;
+}
+
+export interface Frame {
+  type: number;
+  payload: Uint8Array;
+}
+
+/** Encode a JSON frame; messages are cut to keep the frame under PIPE_BUF. */
+export function encodeJson(type: number, value: ReadyMessage | FailureMessage): Uint8Array {
+  let body = Buffer.from(JSON.stringify(value), "utf8");
+  if (body.length > 4000 && "message" in value) {
+    body = Buffer.from(JSON.stringify({ ...value, message: `${value.message.slice(0, 3500)}…` }), "utf8");
+  }
+  const frame = new Uint8Array(8 + body.length);
+  const view = new DataView(frame.buffer);
+  view.setInt32(0, type, true);
+  view.setInt32(4, body.length, true);
+  frame.set(body, 8);
+  return frame;
+}
+
+/** Incremental decoder: feed bytes as they arrive, take whole frames out. */
+export class FrameReader {
+  private buf = new Uint8Array(0);
+
+  push(chunk: Uint8Array): Frame[] {
+    const merged = new Uint8Array(this.buf.length + chunk.length);
+    merged.set(this.buf);
+    merged.set(chunk, this.buf.length);
+    const frames: Frame[] = [];
+    let off = 0;
+    while (merged.length - off >= 8) {
+      const view = new DataView(merged.buffer, off);
+      const type = view.getInt32(0, true);
+      const len = view.getInt32(4, true);
+      if (len < 0 || len > 65536) throw new Error(`corrupt status frame (type ${type}, length ${len})`);
+      if (merged.length - off - 8 < len) break;
+      frames.push({ type, payload: merged.slice(off + 8, off + 8 + len) });
+      off += 8 + len;
+    }
+    this.buf = merged.slice(off);
+    return frames;
+  }
+}
+
+export function payloadInt(f: Frame): number {
+  return new DataView(f.payload.buffer, f.payload.byteOffset).getInt32(0, true);
+}
+
+export function payloadJson<T>(f: Frame): T {
+  return JSON.parse(Buffer.from(f.payload).toString("utf8")) as T;
+}

@@ -1,0 +1,139 @@
+/**
+ * The daemon stage: the re-executed program, recognised by its argv[0]
+ * (never inherited by children, never in the environment). The launcher
+ * hands it the status pipe on fd 3 and the locked PID file on fd 4.
+ */
+import { fstatSync, statSync } from "node:fs";
+import { DaemonError } from "./errors.ts";
+import {
+  closeFd, dup2, libc, O_APPEND, O_CREAT, O_NOCTTY, O_RDWR, O_WRONLY, openFile, setCloexec, setProcessName, writeAll,
+} from "./ffi.ts";
+import type { PidFileLock } from "./pidfile.ts";
+import { fdTarget, listFds } from "./proc.ts";
+import { encodeJson, FRAME_FAILED, FRAME_READY, type FailureMessage } from "./protocol.ts";
+
+/** argv[0] of the re-executed program. Its basename must not be "node" or "bunx". */
+export const STAGE_MARKER = "bun-daemon:stage";
+export const STAGE_STATUS_FD = 3;
+export const STAGE_PIDFILE_FD = 4;
+
+/** True in the process the launcher re-executed as the daemon. */
+export function isDaemonStage(): boolean {
+  return process.argv0 === STAGE_MARKER;
+}
+
+export interface StageOptions {
+  name: string;
+  pidFile: string;
+  logFile?: string;
+  /** Directory to change to; daemon(7) says "/" so no mount is kept busy. */
+  cwd: string;
+}
+
+/** The daemon side of daemonize(): tell the launcher how startup went. */
+export interface DaemonHandle {
+  /** This daemon's pid. */
+  readonly pid: number;
+  /** The PID file this daemon holds locked. */
+  readonly pidFile: PidFileLock;
+  /**
+   * Declare readiness: stdout/stderr move to the log file (or /dev/null) and
+   * the launcher exits 0. Later calls do nothing.
+   */
+  ready(): void;
+  /**
+   * Report that startup failed: the launcher prints `error` and exits with
+   * `exitCode` (default 1). The caller still has to exit. Later calls do nothing.
+   */
+  fail(error: unknown, exitCode?: number): void;
+  /** Reopen the log file (after logrotate moved it). No-op without --log-file. */
+  reopenLog(): void;
+  /** True once ready() or fail() has been called. */
+  readonly settled: boolean;
+}
+
+function openLog(path: string): number {
+  return openFile(path, O_WRONLY | O_APPEND | O_CREAT | O_NOCTTY, 0o640, "LOG_OPEN", "open log file");
+}
+
+/** Point every fd that refers to `target` (as /proc/self/fd shows it) at `fd`. */
+function redirectAll(target: string | undefined, fd: number): void {
+  if (target === undefined) return;
+  for (const n of listFds()) {
+    if (n !== fd && fdTarget(n) === target) dup2(fd, n, "redirect output");
+  }
+}
+
+/**
+ * Take over from the launcher. Throws STAGE if this process was not started
+ * by a launcher (fd 3 is not a pipe, fd 4 is not the PID file).
+ */
+export function enterStage(opts: StageOptions): DaemonHandle {
+  try {
+    if (!fstatSync(STAGE_STATUS_FD).isFIFO()) throw new Error("fd 3 is not a pipe");
+    const a = fstatSync(STAGE_PIDFILE_FD);
+    const b = statSync(opts.pidFile);
+    if (a.ino !== b.ino || a.dev !== b.dev) throw new Error(`fd 4 is not ${opts.pidFile}`);
+  } catch (err) {
+    throw new DaemonError(
+      "STAGE",
+      `started as a daemon stage without a launcher (${(err as Error).message}); run the program without a bun-daemon argv[0]`,
+      { cause: err },
+    );
+  }
+  libc();
+  // Programs the daemon spawns must not hold our status pipe or lock.
+  setCloexec(STAGE_STATUS_FD, true);
+  setCloexec(STAGE_PIDFILE_FD, true);
+  // The startup output pipe: every fd still pointing at it at ready() is
+  // moved, including the private dups Bun makes of fds 1 and 2 when
+  // process.stdout/stderr are first used.
+  const outPipe = fdTarget(1);
+  const logFd = opts.logFile === undefined ? -1 : openLog(opts.logFile);
+  process.chdir(opts.cwd);
+  setProcessName(opts.name);
+
+  let settled = false;
+  const send = (frame: Uint8Array) => {
+    writeAll(STAGE_STATUS_FD, frame);
+    closeFd(STAGE_STATUS_FD);
+  };
+  const failWith = (error: unknown, exitCode = 1) => {
+    if (settled) return;
+    settled = true;
+    const e = error as Partial<DaemonError> | undefined;
+    const msg: FailureMessage = {
+      code: typeof e?.code === "string" ? e.code : "INIT_FAILED",
+      message: e instanceof Error ? e.message : String(error),
+      exitCode: exitCode || 1,
+    };
+    send(encodeJson(FRAME_FAILED, msg));
+  };
+  process.once("exit", (code) => {
+    if (!settled) failWith(new DaemonError("DAEMON_EXITED", `the daemon exited with status ${code} before it was ready`), code || 1);
+  });
+
+  const handle: DaemonHandle = {
+    pid: process.pid,
+    pidFile: { path: opts.pidFile, fd: STAGE_PIDFILE_FD },
+    get settled() {
+      return settled;
+    },
+    ready() {
+      if (settled) return;
+      settled = true;
+      const target = logFd >= 0 ? logFd : openFile("/dev/null", O_RDWR | O_NOCTTY, 0, "STAGE", "open /dev/null");
+      redirectAll(outPipe, target);
+      if (logFd < 0) closeFd(target);
+      send(encodeJson(FRAME_READY, { pid: process.pid }));
+    },
+    fail: failWith,
+    reopenLog() {
+      if (opts.logFile === undefined || !settled) return;
+      const fresh = openLog(opts.logFile);
+      redirectAll(fdTarget(1), fresh);
+      if (fresh !== logFd) closeFd(fresh);
+    },
+  };
+  return handle;
+}
