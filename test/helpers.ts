@@ -1,0 +1,156 @@
+/**
+ * Shared by the tests: run commands, inspect processes from outside through
+ * /proc, and stop every process a test started (by PID, SIGTERM then SIGKILL).
+ */
+import { afterAll, afterEach } from "bun:test";
+import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const ROOT = resolve(import.meta.dir, "..");
+export const BUN = process.execPath;
+export const FIXTURE = join(ROOT, "test/fixtures/app.ts");
+export const HELLO = join(ROOT, "examples/hello.ts");
+
+export interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a command to completion (bounded by `timeoutMs`), capturing its output. */
+export async function run(cmd: string[], opts: { env?: Record<string, string | undefined>; timeoutMs?: number; cwd?: string } = {}): Promise<Result> {
+  const proc = Bun.spawn(cmd, {
+    env: { ...process.env, ...opts.env } as Record<string, string>,
+    cwd: opts.cwd ?? ROOT,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  track(proc.pid);
+  const timer = setTimeout(() => proc.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+/** Every pid a test started or learned of; stopped after each test. */
+const tracked = new Set<number>();
+export function track(pid: number | undefined): number | undefined {
+  if (pid !== undefined && pid > 1) tracked.add(pid);
+  return pid;
+}
+
+/** The pid number from "started NAME (pid N)". */
+export function startedPid(stdout: string): number | undefined {
+  const m = /started \S+ \(pid (\d+)\)/.exec(stdout);
+  return m ? Number(m[1]) : undefined;
+}
+
+export function procState(pid: number): string | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return s.slice(s.lastIndexOf(")") + 2).split(" ")[0];
+  } catch {
+    return undefined;
+  }
+}
+
+export function alive(pid: number): boolean {
+  const s = procState(pid);
+  return s !== undefined && s !== "Z" && s !== "X";
+}
+
+export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 10_000, step = 10): Promise<boolean> {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    if (await cond()) return true;
+    await Bun.sleep(step);
+  }
+  return cond();
+}
+
+/** SIGTERM, wait, SIGKILL: only the pids given, never by name. */
+export async function stopPid(pid: number, graceMs = 3000): Promise<void> {
+  if (!alive(pid)) return;
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  if (await waitFor(() => !alive(pid), graceMs)) return;
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {}
+  await waitFor(() => !alive(pid), 3000);
+}
+
+export async function stopTracked(): Promise<void> {
+  const pids = [...tracked];
+  tracked.clear();
+  await Promise.all(pids.map((p) => stopPid(p)));
+}
+
+/** Register afterEach/afterAll that stop what the tests started. */
+export function cleanupProcesses(): void {
+  afterEach(stopTracked);
+  afterAll(stopTracked);
+}
+
+/** A fresh temporary directory, removed after the file's tests. */
+export function tempDir(prefix = "bd-test-"): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Fields of /proc/PID/stat after the command name: [state, ppid, pgrp, session, tty_nr, ...]. */
+export function statFields(pid: number | "self"): string[] {
+  const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return s.slice(s.lastIndexOf(")") + 2).split(" ");
+}
+
+export function statusField(pid: number, field: string): string | undefined {
+  const m = new RegExp(`^${field}:\\s*(.*)$`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m?.[1]?.trim();
+}
+
+/** fd number → link target of a process's open fds. */
+export function fdTargets(pid: number): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const f of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      out.set(Number(f), readlinkSync(`/proc/${pid}/fd/${f}`));
+    } catch {}
+  }
+  return out;
+}
+
+/** Whether some process holds a flock on `path` (per /proc/locks). */
+export function isFlocked(path: string): boolean {
+  const st = statSync(path);
+  const dev = st.dev;
+  const major = ((dev >>> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
+  const minor = (dev & 0xff) | ((dev >>> 12) & ~0xff);
+  const key = `${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")}:${st.ino}`;
+  return readFileSync("/proc/locks", "utf8").split("\n").some((l) => l.includes(" FLOCK ") && !l.includes("->") && l.includes(` ${key} `));
+}
+
+/** Pids of live processes whose command line mentions `needle` (to assert nothing stray is left; never to kill). */
+export function pidsMentioning(needle: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    const pid = Number(d);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(needle) && alive(pid)) out.push(pid);
+    } catch {}
+  }
+  return out;
+}
+
+/** SigIgn/SigCgt/SigBlk of a fresh `bun -e ''`: what the runtime owns by itself. */
+export async function bareBunSignals(): Promise<{ SigIgn: string; SigBlk: string }> {
+  const r = await run([BUN, "-e", `const s=require("fs").readFileSync("/proc/self/status","utf8");console.log(JSON.stringify({SigIgn:/SigIgn:\\s*(\\S+)/.exec(s)[1],SigBlk:/SigBlk:\\s*(\\S+)/.exec(s)[1]}))`]);
+  return JSON.parse(r.stdout);
+}
