@@ -48,7 +48,6 @@ export class Lifecycle {
   private reloadPending = false;
   private keepAlive: ReturnType<typeof setInterval> | undefined;
   private startFailure: DaemonError | undefined;
-  private lockHeld = true;
   private stopped: (() => void) | undefined;
 
   constructor(private readonly o: LifecycleOptions) {}
@@ -219,8 +218,6 @@ export class Lifecycle {
   }
 
   private releaseLock(): void {
-    if (!this.lockHeld) return;
-    this.lockHeld = false;
     releasePidFile(this.o.lock);
   }
 

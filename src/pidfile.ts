@@ -119,6 +119,8 @@ export function writePid(lock: PidFileLock, pid: number): void {
  * unlinks when the path still names our locked inode.
  */
 export function releasePidFile(lock: PidFileLock): void {
+  // Idempotent: a second close of the number could hit an fd opened since.
+  if (lock.fd < 0) return;
   if (samePath(lock.fd, lock.path)) {
     try {
       unlinkSync(lock.path);
@@ -127,6 +129,7 @@ export function releasePidFile(lock: PidFileLock): void {
     }
   }
   closeFd(lock.fd);
+  lock.fd = -1;
 }
 
 /** "MAJ:MIN:INO" as /proc/locks prints a file's identity. */

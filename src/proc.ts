@@ -72,8 +72,19 @@ export function processState(pid: number): string | undefined {
   }
 }
 
-/** True while the process exists and is not a zombie. */
+/**
+ * True until every thread of the process has exited. A killed process's
+ * leader shows "Z" while its other threads are still exiting, and its fds
+ * (the PID file lock, listening sockets) close only with the last thread;
+ * an orphan's zombie may also linger where PID 1 does not reap.
+ */
 export function isAlive(pid: number): boolean {
   const s = processState(pid);
-  return s !== undefined && s !== "Z" && s !== "X";
+  if (s === undefined || s === "X") return false;
+  if (s !== "Z") return true;
+  try {
+    return readdirSync(`/proc/${pid}/task`).length > 1;
+  } catch {
+    return false;
+  }
 }

@@ -8,7 +8,7 @@ import { DaemonError } from "./errors.ts";
 import {
   closeFd, dup2, libc, O_APPEND, O_CREAT, O_NOCTTY, O_RDWR, O_WRONLY, openFile, setCloexec, setProcessName, writeAll,
 } from "./ffi.ts";
-import type { PidFileLock } from "./pidfile.ts";
+import { releasePidFile, type PidFileLock } from "./pidfile.ts";
 import { fdTarget, listFds } from "./proc.ts";
 import { encodeJson, FRAME_FAILED, FRAME_READY, type FailureMessage } from "./protocol.ts";
 
@@ -34,7 +34,7 @@ export interface StageOptions {
 export interface DaemonHandle {
   /** This daemon's pid. */
   readonly pid: number;
-  /** The PID file this daemon holds locked. */
+  /** The PID file this daemon holds locked; removed when the process exits. */
   readonly pidFile: PidFileLock;
   /**
    * Declare readiness: stdout/stderr move to the log file (or /dev/null) and
@@ -109,13 +109,16 @@ export function enterStage(opts: StageOptions): DaemonHandle {
     };
     send(encodeJson(FRAME_FAILED, msg));
   };
+  const pidFile: PidFileLock = { path: opts.pidFile, fd: STAGE_PIDFILE_FD };
   process.once("exit", (code) => {
+    // However the daemon ends (process.exit included), its PID file goes first.
+    releasePidFile(pidFile);
     if (!settled) failWith(new DaemonError("DAEMON_EXITED", `the daemon exited with status ${code} before it was ready`), code || 1);
   });
 
   const handle: DaemonHandle = {
     pid: process.pid,
-    pidFile: { path: opts.pidFile, fd: STAGE_PIDFILE_FD },
+    pidFile,
     get settled() {
       return settled;
     },

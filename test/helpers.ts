@@ -56,9 +56,16 @@ export function procState(pid: number): string | undefined {
   }
 }
 
+/** Alive until all its threads are gone (a zombie leader with threads still exiting counts as alive). */
 export function alive(pid: number): boolean {
   const s = procState(pid);
-  return s !== undefined && s !== "Z" && s !== "X";
+  if (s === undefined || s === "X") return false;
+  if (s !== "Z") return true;
+  try {
+    return readdirSync(`/proc/${pid}/task`).length > 1;
+  } catch {
+    return false;
+  }
 }
 
 export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 10_000, step = 10): Promise<boolean> {
