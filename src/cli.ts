@@ -17,7 +17,7 @@ import type { DaemonConfig } from "./types.ts";
 const common = {
   "pid-file": { type: "string", description: "PID file path (default: /run/<name>.pid as root, else $XDG_RUNTIME_DIR or /tmp)" },
   "log-file": { type: "string", description: "daemon mode: append stdout/stderr here (reopened on SIGUSR1); default /dev/null" },
-  "ready-timeout": { type: "string", description: "ms start waits for readiness before killing the daemon (default 30000)" },
+  "ready-timeout": { type: "string", description: "ms start waits for readiness before killing the daemon; 0 waits for ever (default 30000)" },
 } as const satisfies ArgsDef;
 
 const stopArgs = {

@@ -17,7 +17,7 @@ export interface DaemonizeOptions {
   pidFile?: string;
   /** Append the daemon's stdout/stderr here once it is ready. Default: /dev/null. */
   logFile?: string;
-  /** ms the launcher waits for ready() before it kills the daemon. Default 30000. */
+  /** ms the launcher waits for ready() before it kills the daemon; 0 waits for ever. Default 30000. */
   readyTimeout?: number;
   /** File mode creation mask of the daemon. Default 0o022. */
   umask?: number;

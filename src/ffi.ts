@@ -207,7 +207,7 @@ export function readInto(fd: number, buf: Uint8Array): number {
 }
 
 /**
- * poll(2) on `fds` for input. Returns the revents for each fd (0 when
+ * poll(2) on `fds` for input (timeout -1: no timeout). Returns the revents for each fd (0 when
  * nothing happened); an empty array on timeout. EINTR counts as a timeout
  * of zero length so the caller re-checks its deadline.
  */
@@ -218,7 +218,7 @@ export function pollIn(fds: number[], timeoutMs: number): number[] {
     buf[i * 2] = fd;
     view[i * 4 + 2] = POLLIN;
   });
-  const n = libc().poll(ptr(buf), fds.length, Math.max(0, Math.min(timeoutMs, 2 ** 31 - 1)));
+  const n = libc().poll(ptr(buf), fds.length, timeoutMs < 0 ? -1 : Math.min(timeoutMs, 2 ** 31 - 1));
   if (n <= 0) return [];
   return fds.map((_, i) => view[i * 4 + 3]!);
 }

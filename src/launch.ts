@@ -5,6 +5,7 @@
  * every argument built before the fork (see shared BUN-RUNTIME-NOTES §1).
  */
 import { ptr, read } from "bun:ffi";
+import { writeSync } from "node:fs";
 import { DaemonError, syscallError } from "./errors.ts";
 import {
   closeFd, cloexecFrom, cstr, dupAbove, errno, errnoAddress, libc, MADV_DOFORK, O_APPEND, O_CREAT, O_NOCTTY,
@@ -24,7 +25,7 @@ export interface LaunchOptions {
   name: string;
   pidFile: string;
   logFile?: string;
-  /** ms to wait for readiness before killing the daemon. */
+  /** ms to wait for readiness before killing the daemon; 0 waits for ever. */
   readyTimeout: number;
   umask: number;
 }
@@ -74,9 +75,10 @@ export function launch(opts: LaunchOptions): never {
   } catch (err) {
     if (lock) releasePidFile(lock);
     const e = err instanceof DaemonError ? err : new DaemonError("FORK", String((err as Error)?.message ?? err));
-    say(2, `${opts.name}: ${e.message}`);
-    libc()._exit(e.exitCode || 1);
-    throw e; // unreachable
+    // Before the fork (every throw above is) the runtime's own exit is safe,
+    // and needed when libc itself is what failed to load.
+    writeSync(2, `${opts.name}: ${e.message}\n`);
+    process.exit(e.exitCode || 1);
   }
 }
 
@@ -167,7 +169,8 @@ function waitForReady(
   const l = libc();
   const frames = new FrameReader();
   const buf = new Uint8Array(65536);
-  const deadline = performance.now() + opts.readyTimeout;
+  // 0 waits for ever, as systemd's TimeoutStartSec=0 does.
+  const deadline = opts.readyTimeout > 0 ? performance.now() + opts.readyTimeout : Infinity;
   let daemonPid: number | undefined;
   let failure: DaemonError | undefined;
   let ready: ReadyMessage | undefined;
@@ -206,7 +209,7 @@ function waitForReady(
     }
     const wait = Math.min(failure ? exitDeadline : deadline, exitDeadline) - now;
     const fds = outOpen ? [statusR, outR] : [statusR];
-    const rev = pollIn(fds, Math.ceil(wait));
+    const rev = pollIn(fds, Number.isFinite(wait) ? Math.ceil(wait) : -1);
     if (outOpen && (rev[1] ?? 0) & (POLLIN | POLLHUP | POLLERR)) outOpen = relay();
     if (!((rev[0] ?? 0) & (POLLIN | POLLHUP | POLLERR))) continue;
     const n = readInto(statusR, buf);
@@ -217,7 +220,14 @@ function waitForReady(
     for (const f of frames.push(buf.subarray(0, n))) {
       if (f.type === FRAME_PID) {
         daemonPid = payloadInt(f);
-        writePid(lock, daemonPid);
+        try {
+          writePid(lock, daemonPid);
+        } catch (err) {
+          // A daemon nobody can find through its PID file must not run on.
+          failure = err as DaemonError;
+          kill(SIGTERM);
+          exitDeadline = performance.now() + EXIT_GRACE_MS;
+        }
       } else if (f.type === FRAME_FORK_FAILED) {
         failure = syscallError("FORK", "detach (second fork)", "fork", payloadInt(f));
       } else if (f.type === FRAME_EXEC_FAILED) {

@@ -43,7 +43,7 @@ export interface DaemonConfig<A extends ArgsDef = ArgsDef> {
   pidFile?: string;
   /** Log file for daemon mode (appended, reopened on SIGUSR1). Default: none, logs go to /dev/null. `--log-file` overrides. */
   logFile?: string;
-  /** ms `start` waits for readiness before killing the daemon. Default 30000. `--ready-timeout` overrides. */
+  /** ms `start` waits for readiness before killing the daemon; 0 waits for ever. Default 30000. `--ready-timeout` overrides. */
   readyTimeout?: number;
   /** ms each shutdown hook may take (and an interrupted init hook may still run). Default 10000. */
   shutdownTimeout?: number;

@@ -181,6 +181,12 @@ describe("daemon mode", () => {
     expect(existsSync(p.pidFile)).toBe(false);
   }, 30_000);
 
+  test("--ready-timeout 0 waits for ever rather than failing at once", async () => {
+    const d = await daemon({ APP_INIT: "slow" }, paths(), ["--ready-timeout", "0"]);
+    expect(d.r.code).toBe(0);
+    expect(alive(d.pid!)).toBe(true);
+  }, 30_000);
+
   test("hooks get mode, pid and parsed args; ready hooks run after the launcher returned", async () => {
     const d = await daemon({}, paths(), ["--tag", "hi"]);
     expect(d.r.code).toBe(0);
