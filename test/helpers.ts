@@ -1,6 +1,10 @@
 /**
  * Shared by the tests: run commands, inspect processes from outside through
  * /proc, and stop every process a test started (by PID, SIGTERM then SIGKILL).
+ *
+ * The /proc readers here (alive, isFlocked…) deliberately repeat what src/
+ * does rather than import it: an oracle that shares the code it checks
+ * would pass along with that code's bugs.
  */
 import { afterAll, afterEach } from "bun:test";
 import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from "node:fs";
