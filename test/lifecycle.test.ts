@@ -115,6 +115,7 @@ describe("foreground", () => {
     await Bun.sleep(600);
     const ev = lines(f.events);
     expect(ev).not.toContain("reload:OVERLAP");
+    expect(ev).not.toContain("reload:UNREGISTERED");
     // One running + one coalesced: exactly two runs.
     expect(ev.filter((l) => l.startsWith("reload:start"))).toEqual(["reload:start:1", "reload:start:2"]);
     f.proc.kill("SIGTERM");
