@@ -10,7 +10,7 @@ import type { DaemonInternals } from "./daemon.ts";
 import { resolveOptions } from "./daemonize.ts";
 import { DaemonError } from "./errors.ts";
 import { launch } from "./launch.ts";
-import { acquirePidFile, writePid } from "./pidfile.ts";
+import { acquirePidFile } from "./pidfile.ts";
 import { enterStage, isDaemonStage } from "./stage.ts";
 import type { DaemonConfig } from "./types.ts";
 
@@ -54,7 +54,6 @@ function buildCommands(config: DaemonConfig, d: DaemonInternals, exit: Exit): Co
   const foreground = async (args: Record<string, unknown>) => {
     const o = options(config, args);
     const lock = acquirePidFile(o.pidFile);
-    writePid(lock, process.pid);
     await d.run("foreground", args, lock);
   };
   const start = (args: Record<string, unknown>): never => launch(options(config, args));
@@ -150,7 +149,7 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       const rest = ci >= 0 ? [...argv.slice(0, ci), ...argv.slice(ci + 1)] : argv;
       const args = parseArgs(rest, { ...runArgs }) as Record<string, unknown>;
       const o = options(config, args);
-      const stage = enterStage(o);
+      const stage = enterStage(o, true);
       try {
         await d.run("daemon", args, stage.pidFile, stage);
       } catch (err) {

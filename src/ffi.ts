@@ -5,6 +5,7 @@
  */
 import { dlopen, FFIType as T, ptr, read, type Pointer } from "bun:ffi";
 import { readFileSync } from "node:fs";
+import { constants as osConstants } from "node:os";
 import { DaemonError, syscallError, type DaemonErrorCode } from "./errors.ts";
 
 const symbols = {
@@ -29,6 +30,7 @@ const symbols = {
   close_range: { args: [T.u32, T.u32, T.i32], returns: T.i32 },
   madvise: { args: [T.u64, T.u64, T.i32], returns: T.i32 },
   waitpid: { args: [T.i32, T.ptr, T.i32], returns: T.i32 },
+  waitid: { args: [T.i32, T.i32, T.ptr, T.i32], returns: T.i32 },
   poll: { args: [T.ptr, T.u64, T.i32], returns: T.i32 },
   kill: { args: [T.i32, T.i32], returns: T.i32 },
   socket: { args: [T.i32, T.i32, T.i32], returns: T.i32 },
@@ -129,6 +131,7 @@ export const POLLIN = 1;
 export const POLLERR = 8;
 export const POLLHUP = 0x10;
 const PR_SET_NAME = 15;
+const PR_SET_CHILD_SUBREAPER = 36;
 
 /** open(2); returns the fd or throws with the path and errno name. */
 export function openFile(path: string, flags: number, mode: number, code: DaemonErrorCode, step: string): number {
@@ -229,6 +232,33 @@ export function waitChild(pid: number): number {
   const l = libc();
   while (l.waitpid(pid, ptr(status), 0) < 0 && errno() === EINTR);
   return status[0]!;
+}
+
+/**
+ * Become the reaper of orphaned descendants: the daemon stays our child
+ * after the intermediate exits, so its end can be observed (see childEnd).
+ */
+export function becomeSubreaper(): void {
+  libc().prctl(PR_SET_CHILD_SUBREAPER, 1 as unknown as Pointer, 0, 0, 0);
+}
+
+/**
+ * How child `pid` ended, read with waitid(WNOWAIT) so it stays waitable for
+ * whoever inherits it after we exit: "exit status N", "killed by SIGX", or
+ * undefined while it has not ended.
+ */
+export function childEnd(pid: number): string | undefined {
+  const P_PID = 1;
+  const WEXITED = 4;
+  const WNOHANG = 1;
+  const WNOWAIT = 0x01000000;
+  const info = new Int32Array(32); // siginfo_t: 128 bytes
+  if (libc().waitid(P_PID, pid, ptr(info), WEXITED | WNOHANG | WNOWAIT) !== 0 || info[4] !== pid) return undefined;
+  const code = info[2]; // si_code: CLD_EXITED 1, CLD_KILLED 2, CLD_DUMPED 3
+  const status = info[6]!;
+  if (code === 1) return `exit status ${status}`;
+  const name = Object.entries(osConstants.signals).find(([, n]) => n === status)?.[0] ?? `signal ${status}`;
+  return `killed by ${name}${code === 3 ? ", core dumped" : ""}`;
 }
 
 /** kill(2): 0 on success, otherwise errno (ESRCH when there is no such process). */

@@ -8,15 +8,15 @@ import { ptr, read } from "bun:ffi";
 import { writeSync } from "node:fs";
 import { DaemonError, syscallError } from "./errors.ts";
 import {
-  closeFd, cloexecFrom, cstr, dupAbove, errno, errnoAddress, libc, MADV_DOFORK, O_APPEND, O_CREAT, O_NOCTTY,
+  becomeSubreaper, childEnd, closeFd, cloexecFrom, cstr, dupAbove, errno, errnoAddress, libc, MADV_DOFORK, O_APPEND, O_CREAT, O_NOCTTY,
   O_RDWR, O_WRONLY, openFile, pipe, pollIn, POLLERR, POLLHUP, POLLIN, readInto, sendSignal, SIG_SETMASK,
   setNonblock, waitChild, writeAll,
 } from "./ffi.ts";
-import { acquirePidFile, releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
+import { acquirePidFile, releasePidFile, type PidFileLock } from "./pidfile.ts";
 import { dontForkRanges, isAlive, listFds, signalMask } from "./proc.ts";
 import {
-  FRAME_EXEC_FAILED, FRAME_FAILED, FRAME_FORK_FAILED, FRAME_PID, FRAME_READY, FrameReader, payloadInt, payloadJson,
-  type FailureMessage, type ReadyMessage,
+  FRAME_EXEC_FAILED, FRAME_FAILED, FRAME_FORK_FAILED, FRAME_PID, FRAME_READY, FRAME_STOPPING, FrameReader, payloadInt,
+  payloadJson, type FailureMessage, type ReadyMessage, type StoppingMessage,
 } from "./protocol.ts";
 import { STAGE_MARKER, STAGE_PIDFILE_FD, STAGE_STATUS_FD } from "./stage.ts";
 
@@ -123,6 +123,7 @@ function spawnAndWait(opts: LaunchOptions, lock: PidFileLock, logFd: number): ne
   // covers kernels without close_range.
   cloexecFrom(5, listFds);
   for (const [start, end] of dontForkRanges()) l.madvise(start, end - start, MADV_DOFORK);
+  becomeSubreaper();
   const { fork, setsid, _exit, write, umask, sigprocmask, signal, dup2, close_range, execve } = l;
 
   // --- fork: from here until execve/_exit the children make libc calls only ---
@@ -177,6 +178,7 @@ function waitForReady(
   let statusOpen = true;
   let outOpen = true;
   let exitDeadline = Infinity; // set once the daemon has been told or has said it will end
+  let stopping = false;
 
   const relay = (): boolean => {
     const n = readInto(outR, buf);
@@ -193,7 +195,7 @@ function waitForReady(
 
   while (statusOpen && !ready) {
     const now = performance.now();
-    if (!failure && now >= deadline) {
+    if (!failure && !stopping && now >= deadline) {
       failure = new DaemonError(
         "READY_TIMEOUT",
         `not ready within ${opts.readyTimeout} ms; stopped the daemon${daemonPid ? ` (pid ${daemonPid})` : ""}. Raise --ready-timeout if its init is slow`,
@@ -207,7 +209,7 @@ function waitForReady(
       exitDeadline = now + EXIT_GRACE_MS;
       if (daemonPid === undefined || !isAlive(daemonPid)) break;
     }
-    const wait = Math.min(failure ? exitDeadline : deadline, exitDeadline) - now;
+    const wait = Math.min(failure || stopping ? exitDeadline : deadline, exitDeadline) - now;
     const fds = outOpen ? [statusR, outR] : [statusR];
     const rev = pollIn(fds, Number.isFinite(wait) ? Math.ceil(wait) : -1);
     if (outOpen && (rev[1] ?? 0) & (POLLIN | POLLHUP | POLLERR)) outOpen = relay();
@@ -219,15 +221,13 @@ function waitForReady(
     }
     for (const f of frames.push(buf.subarray(0, n))) {
       if (f.type === FRAME_PID) {
+        // The daemon writes it into the PID file itself, once it handles signals.
         daemonPid = payloadInt(f);
-        try {
-          writePid(lock, daemonPid);
-        } catch (err) {
-          // A daemon nobody can find through its PID file must not run on.
-          failure = err as DaemonError;
-          kill(SIGTERM);
-          exitDeadline = performance.now() + EXIT_GRACE_MS;
-        }
+      } else if (f.type === FRAME_STOPPING) {
+        // Shutting down before ready (told to, or init failed): its hooks are
+        // bounded and it said how long they may take; wait that long.
+        stopping = true;
+        exitDeadline = performance.now() + payloadJson<StoppingMessage>(f).graceMs + EXIT_GRACE_MS;
       } else if (f.type === FRAME_FORK_FAILED) {
         failure = syscallError("FORK", "detach (second fork)", "fork", payloadInt(f));
       } else if (f.type === FRAME_EXEC_FAILED) {
@@ -251,9 +251,12 @@ function waitForReady(
     l._exit(0);
   }
   if (!failure) {
+    // We are its subreaper: how it ended is ours to read (and left for its next reaper).
+    let end: string | undefined;
+    for (let i = 0; daemonPid !== undefined && i < 100 && !(end = childEnd(daemonPid)); i++) Bun.sleepSync(10);
     failure = new DaemonError(
       "DAEMON_EXITED",
-      `the daemon${daemonPid ? ` (pid ${daemonPid})` : ""} exited before it was ready${daemonPid === undefined ? "" : "; its output, if any, is above"}`,
+      `the daemon${daemonPid ? ` (pid ${daemonPid})` : ""} exited before it was ready${end ? ` (${end})` : ""}${daemonPid === undefined ? "" : "; its output, if any, is above"}`,
       daemonPid === undefined ? {} : { pid: daemonPid },
     );
   }

@@ -8,7 +8,7 @@ import { DaemonError } from "./errors.ts";
 import { notifySocket } from "./ffi.ts";
 import type { Registration } from "./hooks.ts";
 import type { Logger } from "./log.ts";
-import { releasePidFile, type PidFileLock } from "./pidfile.ts";
+import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import type { DaemonHandle } from "./stage.ts";
 import type { HookContext, HookName, Mode, ShutdownContext } from "./types.ts";
 
@@ -48,6 +48,7 @@ export class Lifecycle {
   private reloadPending = false;
   private keepAlive: ReturnType<typeof setInterval> | undefined;
   private startFailure: DaemonError | undefined;
+  private announced = false;
   private stopped: (() => void) | undefined;
 
   constructor(private readonly o: LifecycleOptions) {}
@@ -73,6 +74,7 @@ export class Lifecycle {
     if (this.stopReason !== undefined) return;
     this.stopReason = reason;
     this.exitCode = exitCode;
+    this.announceStopping();
     this.controller.abort(reason);
     this.stopped?.();
     // During init the init loop notices and shuts down what already started.
@@ -107,6 +109,7 @@ export class Lifecycle {
         this.startFailure = new DaemonError("INIT_FAILED", where, { cause: err });
         if (this.stopReason === undefined) {
           this.stopReason = "init failed";
+          this.announceStopping();
           this.controller.abort(this.stopReason);
         }
         this.exitCode = 1;
@@ -134,6 +137,17 @@ export class Lifecycle {
     }
     if (this.reloadPending && this.stopReason === undefined) this.reload();
     return new Promise<never>(() => {});
+  }
+
+  /**
+   * Stopping before ready: tell the launcher the most shutdown can take (an
+   * interrupted init hook, then each shutdown hook, each bounded), so it
+   * does not SIGKILL us in the middle of cleaning up.
+   */
+  private announceStopping(): void {
+    if (this.state !== "starting" || this.announced || !this.o.stage) return;
+    this.announced = true;
+    this.o.stage.stopping(this.o.shutdownTimeout * (this.list("shutdown").length + 1) + 1000);
   }
 
   /** SIGHUP / `reload`: one at a time; requests during a reload are coalesced into one more run. */
@@ -267,5 +281,7 @@ export class Lifecycle {
     process.on("unhandledRejection", fatal("unhandled rejection"));
     // process.exit() from anywhere still must not leave a locked-looking PID file behind.
     process.once("exit", () => this.releaseLock());
+    // Only now may the PID file name us: a SIGHUP before the handler existed would kill us.
+    writePid(this.o.lock, process.pid);
   }
 }

@@ -83,8 +83,9 @@ export function acquirePidFile(path: string): PidFileLock {
         throw new DaemonError("PIDFILE_OPEN", `PID file ${path} keeps being replaced while we lock it`, { path });
       }
       const text = readText(fd);
-      if (text.trim() !== "" && parsePid(text) === undefined) {
-        const shown = JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}…` : text);
+      // A PID file is at most a dozen bytes; judge the whole file, not its start.
+      if (st.size > 64 || (text.trim() !== "" && parsePid(text) === undefined)) {
+        const shown = st.size > 64 ? `${st.size} bytes` : JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}…` : text);
         throw new DaemonError(
           "PIDFILE_INVALID",
           `PID file ${path} holds ${shown}, which is not a PID; refusing to overwrite it. Remove it if it is a stale PID file, or choose another --pid-file`,

@@ -9,9 +9,15 @@ export const FRAME_FORK_FAILED = 2; // intermediate child: errno of the second f
 export const FRAME_EXEC_FAILED = 3; // grandchild: errno of execve
 export const FRAME_READY = 4; // daemon: JSON ReadyMessage
 export const FRAME_FAILED = 5; // daemon: JSON FailureMessage
+export const FRAME_STOPPING = 6; // daemon: JSON StoppingMessage, stopped before it was ready
 
 export interface ReadyMessage {
   pid: number;
+}
+
+/** The daemon began shutting down before it was ready and may take this long. */
+export interface StoppingMessage {
+  graceMs: number;
 }
 
 /** What the daemon tells the launcher when it will not become ready. */
@@ -28,7 +34,7 @@ export interface Frame {
 }
 
 /** Encode a JSON frame; messages are cut to keep the frame under PIPE_BUF. */
-export function encodeJson(type: number, value: ReadyMessage | FailureMessage): Uint8Array {
+export function encodeJson(type: number, value: ReadyMessage | FailureMessage | StoppingMessage): Uint8Array {
   let body = Buffer.from(JSON.stringify(value), "utf8");
   if (body.length > 4000 && "message" in value) {
     body = Buffer.from(JSON.stringify({ ...value, message: `${value.message.slice(0, 3500)}…` }), "utf8");

@@ -8,9 +8,9 @@ import { DaemonError } from "./errors.ts";
 import {
   closeFd, dup2, libc, O_APPEND, O_CREAT, O_NOCTTY, O_RDWR, O_WRONLY, openFile, setCloexec, setProcessName, writeAll,
 } from "./ffi.ts";
-import { releasePidFile, type PidFileLock } from "./pidfile.ts";
+import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import { fdTarget, listFds } from "./proc.ts";
-import { encodeJson, FRAME_FAILED, FRAME_READY, type FailureMessage } from "./protocol.ts";
+import { encodeJson, FRAME_FAILED, FRAME_READY, FRAME_STOPPING, type FailureMessage } from "./protocol.ts";
 
 /** argv[0] of the re-executed program. Its basename must not be "node" or "bunx". */
 export const STAGE_MARKER = "bun-daemon:stage";
@@ -42,10 +42,16 @@ export interface DaemonHandle {
    */
   ready(): void;
   /**
-   * Report that startup failed: the launcher prints `error` and exits with
-   * `exitCode` (default 1). The caller still has to exit. Later calls do nothing.
+   * Report that startup failed: the launcher prints `error`, waits for this
+   * process to exit (SIGKILL after 5 s) and exits with `exitCode` (default 1).
+   * The caller still has to exit. Later calls do nothing.
    */
   fail(error: unknown, exitCode?: number): void;
+  /**
+   * Tell the launcher that shutdown began before readiness and may take up
+   * to `graceMs`, so it waits that long before it resorts to SIGKILL.
+   */
+  stopping(graceMs: number): void;
   /** Reopen the log file (after logrotate moved it). No-op without --log-file. */
   reopenLog(): void;
   /** True once ready() or fail() has been called. */
@@ -67,8 +73,13 @@ function redirectAll(target: string | undefined, fd: number): void {
 /**
  * Take over from the launcher. Throws STAGE if this process was not started
  * by a launcher (fd 3 is not a pipe, fd 4 is not the PID file).
+ *
+ * The PID file stays empty (locked: "starting") until the pid is written,
+ * because until this process handles SIGHUP a `reload` would kill it. With
+ * `deferPid` the caller writes it once its handlers exist; otherwise it is
+ * written here, when the program's imports are done.
  */
-export function enterStage(opts: StageOptions): DaemonHandle {
+export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
   try {
     if (!fstatSync(STAGE_STATUS_FD).isFIFO()) throw new Error("fd 3 is not a pipe");
     const a = fstatSync(STAGE_PIDFILE_FD);
@@ -94,9 +105,11 @@ export function enterStage(opts: StageOptions): DaemonHandle {
   setProcessName(opts.name);
 
   let settled = false;
-  const send = (frame: Uint8Array) => {
+  // After READY the pipe is closed at once; otherwise it stays open until
+  // this process exits, so its closing tells the launcher we are gone.
+  const send = (frame: Uint8Array, close = false) => {
     writeAll(STAGE_STATUS_FD, frame);
-    closeFd(STAGE_STATUS_FD);
+    if (close) closeFd(STAGE_STATUS_FD);
   };
   const failWith = (error: unknown, exitCode = 1) => {
     if (settled) return;
@@ -110,6 +123,7 @@ export function enterStage(opts: StageOptions): DaemonHandle {
     send(encodeJson(FRAME_FAILED, msg));
   };
   const pidFile: PidFileLock = { path: opts.pidFile, fd: STAGE_PIDFILE_FD };
+  if (!deferPid) writePid(pidFile, process.pid);
   process.once("exit", (code) => {
     // However the daemon ends (process.exit included), its PID file goes first.
     releasePidFile(pidFile);
@@ -128,9 +142,12 @@ export function enterStage(opts: StageOptions): DaemonHandle {
       const target = logFd >= 0 ? logFd : openFile("/dev/null", O_RDWR | O_NOCTTY, 0, "STAGE", "open /dev/null");
       redirectAll(outPipe, target);
       if (logFd < 0) closeFd(target);
-      send(encodeJson(FRAME_READY, { pid: process.pid }));
+      send(encodeJson(FRAME_READY, { pid: process.pid }), true);
     },
     fail: failWith,
+    stopping(graceMs: number) {
+      if (!settled) send(encodeJson(FRAME_STOPPING, { graceMs: Math.ceil(graceMs) }));
+    },
     reopenLog() {
       if (opts.logFile === undefined || !settled) return;
       const fresh = openLog(opts.logFile);

@@ -123,7 +123,7 @@ describe.each(variants)("detached daemon (%s)", (_label, prog) => {
     const r = await run([...prog(), "start", "--pid-file", pidFile], { env: { APP_IMPORT: "throw" } });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("boom at import");
-    expect(r.stderr).toContain("exited before it was ready");
+    expect(r.stderr).toContain("exited before it was ready (exit status 1)");
     expect(() => statSync(pidFile)).toThrow();
     expect(pidsMentioning(pidFile)).toEqual([]);
   }, 60_000);

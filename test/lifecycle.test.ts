@@ -160,7 +160,7 @@ describe("daemon mode", () => {
   test("SIGKILL before ready: launcher fails, PID file removed", async () => {
     const d = await daemon({ APP_INIT: "kill" });
     expect(d.r.code).toBe(1);
-    expect(d.r.stderr).toContain("exited before it was ready");
+    expect(d.r.stderr).toMatch(/the daemon \(pid \d+\) exited before it was ready \(killed by SIGKILL\)/);
     expect(existsSync(d.pidFile)).toBe(false);
   }, 30_000);
 
