@@ -5,11 +5,9 @@
  */
 import { writeSync } from "node:fs";
 import { defineCommand, parseArgs, runCommand, showUsage, type ArgsDef, type CommandDef } from "citty";
-import * as control from "./control.ts";
 import type { DaemonInternals } from "./daemon.ts";
 import { resolveOptions } from "./daemonize.ts";
 import { DaemonError } from "./errors.ts";
-import { launch } from "./launch.ts";
 import { acquirePidFile } from "./pidfile.ts";
 import { enterStage, isDaemonStage } from "./stage.ts";
 import type { DaemonConfig } from "./types.ts";
@@ -56,7 +54,8 @@ function buildCommands(config: DaemonConfig, d: DaemonInternals, exit: Exit): Co
     const lock = acquirePidFile(o.pidFile);
     await d.run("foreground", args, lock);
   };
-  const start = (args: Record<string, unknown>): never => launch(options(config, args));
+  const start = async (args: Record<string, unknown>): Promise<never> => (await import("./launch.ts")).launch(options(config, args));
+  const control = () => import("./control.ts");
 
   return defineCommand({
     meta: { name: config.name, ...(config.description ? { description: config.description } : {}), ...(config.version ? { version: config.version } : {}) },
@@ -77,25 +76,25 @@ function buildCommands(config: DaemonConfig, d: DaemonInternals, exit: Exit): Co
         meta: { name: "stop", description: "SIGTERM the daemon and wait until it has exited" },
         args: { ...pidArgs, ...stopArgs },
         run: async ({ args }) =>
-          exit(await control.stop(config.name, options(config, args).pidFile, { timeout: number(args.timeout, "--timeout", 30), kill: Boolean(args.kill) })),
+          exit(await (await control()).stop(config.name, options(config, args).pidFile, { timeout: number(args.timeout, "--timeout", 30), kill: Boolean(args.kill) })),
       }),
       status: defineCommand({
         meta: { name: "status", description: "pid and uptime; exit 0 running, 3 not running, 1 stale PID file" },
         args: pidArgs,
-        run: async ({ args }) => exit(await control.status(config.name, options(config, args).pidFile)),
+        run: async ({ args }) => exit(await (await control()).status(config.name, options(config, args).pidFile)),
       }),
       reload: defineCommand({
         meta: { name: "reload", description: "SIGHUP the running daemon; exit 7 if it is not running" },
         args: pidArgs,
-        run: async ({ args }) => exit(await control.reload(config.name, options(config, args).pidFile)),
+        run: async ({ args }) => exit(await (await control()).reload(config.name, options(config, args).pidFile)),
       }),
       restart: defineCommand({
         meta: { name: "restart", description: "stop, then start" },
         args: { ...startArgs, ...stopArgs },
         run: async ({ args }) => {
-          const code = await control.stop(config.name, options(config, args).pidFile, { timeout: number(args.timeout, "--timeout", 30), kill: Boolean(args.kill) });
+          const code = await (await control()).stop(config.name, options(config, args).pidFile, { timeout: number(args.timeout, "--timeout", 30), kill: Boolean(args.kill) });
           if (code !== 0) exit(code);
-          start(args);
+          await start(args);
         },
       }),
     },

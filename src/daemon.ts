@@ -2,8 +2,6 @@
 import type { ArgsDef } from "citty";
 import { runCli } from "./cli.ts";
 import { adopt, nextSeq, type HookOwner, type Registration } from "./hooks.ts";
-import { Lifecycle } from "./lifecycle.ts";
-import { createLogger } from "./log.ts";
 import { checkName } from "./paths.ts";
 import type { PidFileLock } from "./pidfile.ts";
 import type { DaemonHandle } from "./stage.ts";
@@ -38,7 +36,7 @@ export function defineDaemon<A extends ArgsDef = ArgsDef>(config: DaemonConfig<A
   checkName(config.name);
   const hooks: Registration[] = [];
   let phase: "starting" | "other" = "other";
-  let lifecycle: Lifecycle | undefined;
+  let lifecycle: import("./lifecycle.ts").Lifecycle | undefined;
 
   const owner: HookOwner = {
     add(event: HookName, fn: Hook<any>) {
@@ -58,7 +56,10 @@ export function defineDaemon<A extends ArgsDef = ArgsDef>(config: DaemonConfig<A
   }
 
   const internals: DaemonInternals = {
-    run(mode, args, lock, stage) {
+    // Loaded here, not at the top: a launcher or a control command never
+    // runs hooks, and every module costs each process its load time.
+    async run(mode, args, lock, stage) {
+      const [{ Lifecycle }, { createLogger }] = await Promise.all([import("./lifecycle.ts"), import("./log.ts")]);
       adopt(owner, hooks);
       lifecycle = new Lifecycle({
         name: config.name,

@@ -4,9 +4,8 @@
  * daemon it resolves with a handle to report readiness or failure.
  */
 import { resolve } from "node:path";
-import { launch } from "./launch.ts";
 import { defaultPidFile } from "./paths.ts";
-import { enterStage, isDaemonStage, type DaemonHandle } from "./stage.ts";
+import { isDaemonStage, type DaemonHandle } from "./stage.ts";
 
 export type { DaemonHandle } from "./stage.ts";
 
@@ -46,6 +45,6 @@ export function resolveOptions(opts: DaemonizeOptions) {
  */
 export async function daemonize(opts: DaemonizeOptions): Promise<DaemonHandle> {
   const o = resolveOptions(opts);
-  if (isDaemonStage()) return enterStage(o);
-  launch(o);
+  if (isDaemonStage()) return (await import("./stage.ts")).enterStage(o);
+  return (await import("./launch.ts")).launch(o);
 }

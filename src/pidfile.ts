@@ -176,10 +176,14 @@ export function inspectPidFile(path: string): PidFileState {
   }
   try {
     const pid = parsePid(readText(fd));
+    // The pid counts only if that very process holds the lock on this file,
+    // so a reused pid is never taken for the daemon. Its own fdinfo says so
+    // without reading /proc/locks, which can stall for an RCU grace period.
+    const held = pid === undefined ? undefined : holdsLock(pid, fstatSync(fd));
+    if (held === true) return { state: "running", path, pid };
+    if (held === false) return { state: "stale", path, pid };
+    // No pid yet (the daemon is starting), or another user's process.
     if (!isLocked(fd, path)) return { state: "stale", path, pid };
-    // Locked: trust the pid only if that process really has this file open,
-    // so a reused pid is never taken for the daemon.
-    if (pid !== undefined && holdsFile(pid, fstatSync(fd)) === false) return { state: "stale", path, pid };
     return { state: "running", path, pid };
   } finally {
     closeFd(fd);
@@ -187,10 +191,11 @@ export function inspectPidFile(path: string): PidFileState {
 }
 
 /**
- * Whether process `pid` has the file `st` open: true, false, or undefined
- * when /proc/PID/fd cannot be read (another user's process).
+ * Whether process `pid` holds a flock on the file `st` through one of its
+ * fds (its /proc/PID/fdinfo/N shows a FLOCK line): true, false, or
+ * undefined when /proc/PID/fd cannot be read (another user's process).
  */
-export function holdsFile(pid: number, st: Stats): boolean | undefined {
+export function holdsLock(pid: number, st: Stats): boolean | undefined {
   let fds: string[];
   try {
     fds = readdirSync(`/proc/${pid}/fd`);
@@ -201,7 +206,8 @@ export function holdsFile(pid: number, st: Stats): boolean | undefined {
   for (const fd of fds) {
     try {
       const s = statSync(`/proc/${pid}/fd/${fd}`);
-      if (s.ino === st.ino && s.dev === st.dev) return true;
+      if (s.ino !== st.ino || s.dev !== st.dev) continue;
+      if (/^lock:.*\bFLOCK\b/m.test(readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8"))) return true;
     } catch {
       // closed meanwhile
     }
