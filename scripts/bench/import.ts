@@ -1,0 +1,2 @@
+// Import cost: the package entry point, as an app imports it.
+import "bun-daemon";
