@@ -9,9 +9,11 @@
  *
  * Prints a JSON report; exits 0 when every cycle passed and nothing was left behind.
  */
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+// The same outside-view readers as the tests (alive: until every thread is gone).
+import { alive, isFlocked, pidsMentioning, stopPid } from "../test/helpers.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 export const CYCLE_APP = join(ROOT, "test/stress/fixtures/stress-app.ts");
@@ -57,16 +59,6 @@ async function exec(cmd: string[], timeoutMs: number): Promise<Outcome> {
   return { code: hung ? null : code, stdout, stderr, ms: performance.now() - t0 };
 }
 
-function alive(pid: number): boolean {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = s.slice(s.lastIndexOf(")") + 2, s.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
-}
-
 function pidIn(path: string): number | undefined {
   try {
     const m = /^(\d+)\n$/.exec(readFileSync(path, "utf8"));
@@ -85,40 +77,6 @@ function exists(path: string): boolean {
   }
 }
 
-/** Whether some process holds a flock on `path`, per /proc/locks. */
-function flocked(path: string): boolean {
-  const st = statSync(path);
-  const major = ((st.dev >>> 8) & 0xfff) | (Math.floor(st.dev / 2 ** 32) & ~0xfff);
-  const minor = (st.dev & 0xff) | ((st.dev >>> 12) & ~0xff);
-  const key = `${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")}:${st.ino}`;
-  return readFileSync("/proc/locks", "utf8").split("\n").some((l) => l.includes(" FLOCK ") && !l.includes("->") && l.includes(` ${key} `));
-}
-
-function pidsMentioning(needle: string): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync("/proc")) {
-    const pid = Number(d);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(needle) && alive(pid)) out.push(pid);
-    } catch {}
-  }
-  return out;
-}
-
-async function killPid(pid: number): Promise<void> {
-  for (const sig of ["SIGTERM", "SIGKILL"] as const) {
-    if (!alive(pid)) return;
-    try {
-      process.kill(pid, sig);
-    } catch {
-      return;
-    }
-    const end = performance.now() + 3000;
-    while (alive(pid) && performance.now() < end) await Bun.sleep(10);
-  }
-}
-
 function stats(xs: number[]) {
   const s = [...xs].sort((a, b) => a - b);
   const at = (q: number) => Math.round(s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? 0);
@@ -132,6 +90,12 @@ export async function runCycles(o: CycleOptions): Promise<CycleReport> {
   const starts: number[] = [];
   const stops: number[] = [];
   const report: CycleReport = { cycles: 0, ok: 0, hangs: 0, failures: [], leftover: [], ms: 0, startMs: stats([]), stopMs: stats([]) };
+  // Every daemon pid this run learnt (start's output, the PID file): the only
+  // processes it may stop. Command lines are searched to report leftovers, never to kill.
+  const ours = new Set<number>();
+  const learn = (p: number | undefined) => {
+    if (p !== undefined && Number.isInteger(p) && p > 1) ours.add(p);
+  };
   const t0 = performance.now();
 
   for (let i = 1; i <= o.count; i++) {
@@ -140,6 +104,8 @@ export async function runCycles(o: CycleOptions): Promise<CycleReport> {
     const start = await exec([...app, "start", "--pid-file", pidFile], timeoutMs);
     starts.push(start.ms);
     const pid = Number(/^started stress \(pid (\d+)\)$/m.exec(start.stdout)?.[1] ?? NaN);
+    learn(pid);
+    learn(pidIn(pidFile));
     if (start.code === null) {
       report.hangs++;
       problems.push(`start hung (> ${timeoutMs} ms)`);
@@ -148,7 +114,7 @@ export async function runCycles(o: CycleOptions): Promise<CycleReport> {
     } else {
       if (pidIn(pidFile) !== pid) problems.push(`PID file holds ${JSON.stringify(exists(pidFile) ? readFileSync(pidFile, "utf8") : null)}, not ${pid}`);
       if (!alive(pid)) problems.push(`daemon ${pid} is not alive after start`);
-      if (!exists(pidFile) || !flocked(pidFile)) problems.push("PID file not locked after start");
+      if (!exists(pidFile) || !isFlocked(pidFile)) problems.push("PID file not locked after start");
     }
 
     const stop = await exec([...app, "stop", "--pid-file", pidFile, "--timeout", String(Math.ceil(timeoutMs / 1000))], timeoutMs + 5000);
@@ -168,8 +134,8 @@ export async function runCycles(o: CycleOptions): Promise<CycleReport> {
       report.ok++;
     } else {
       report.failures.push(`cycle ${i}: ${problems.join("; ")}`);
-      // Recover so the next cycle starts clean: only our own processes, by pid.
-      for (const p of pidsMentioning(pidFile)) await killPid(p);
+      // Recover so the next cycle starts clean: only pids we learnt.
+      for (const p of ours) await stopPid(p);
       rmSync(pidFile, { force: true });
     }
     o.onProgress?.(i, report);
@@ -179,7 +145,7 @@ export async function runCycles(o: CycleOptions): Promise<CycleReport> {
   report.startMs = stats(starts);
   report.stopMs = stats(stops);
   report.leftover = pidsMentioning(pidFile);
-  for (const p of report.leftover) await killPid(p);
+  for (const p of ours) await stopPid(p);
   return report;
 }
 
