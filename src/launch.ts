@@ -161,11 +161,13 @@ function spawnAndWait(opts: LaunchOptions, lock: PidFileLock, logFd: number): ne
   closeFd(devNull);
   if (pid1 < 0) throw syscallError("FORK", "detach", "fork", forkErrno);
   waitChild(pid1); // the intermediate exits right after its fork: no zombie
+  // `keep` holds the strings argv/envp point into; passing it on keeps the GC
+  // from freeing them before the fork, which must not be left to liveness analysis.
   return waitForReady(opts, lock, logFd, statusR, outR, keep);
 }
 
 function waitForReady(
-  opts: LaunchOptions, lock: PidFileLock, logFd: number, statusR: number, outR: number, _keep: unknown,
+  opts: LaunchOptions, lock: PidFileLock, logFd: number, statusR: number, outR: number, _keepAlive: unknown,
 ): never {
   const l = libc();
   const frames = new FrameReader();
