@@ -7,17 +7,12 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BUN, FIXTURE, cleanupProcesses, isFlocked, pidsMentioning, run, tempDir, track, waitFor } from "../helpers.ts";
-import { EventLog, RAW, expectNothingLeft, must, reaped, waitForPid } from "./util.ts";
+import { EventLog, RAW, casePaths, expectNothingLeft, must, reaped, waitForPid } from "./util.ts";
 
 cleanupProcesses();
 const dir = tempDir("bun-daemon-stress-faults-");
 
-let n = 0;
-/** A fresh PID file path and event log for one case. */
-function fresh(tag: string) {
-  n++;
-  return { pidFile: join(dir, `${tag}-${n}.pid`), events: join(dir, `${tag}-${n}.events`) };
-}
+const fresh = casePaths(dir);
 
 function start(pidFile: string, env: Record<string, string>, extra: string[] = []) {
   return run([BUN, FIXTURE, "start", "--pid-file", pidFile, ...extra], { env, timeoutMs: 90_000 });

@@ -8,16 +8,12 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { BUN, FIXTURE, alive, cleanupProcesses, isFlocked, run, tempDir, track } from "../helpers.ts";
 import { monotonicNs } from "./fixtures/clock.ts";
-import { EventLog, STRESS_APP, expectNothingLeft, gone, must, reaped, waitForPid } from "./util.ts";
+import { EventLog, STRESS_APP, casePaths, expectNothingLeft, gone, must, reaped, waitForPid } from "./util.ts";
 
 cleanupProcesses();
 const dir = tempDir("bun-daemon-stress-signals-");
 
-let n = 0;
-function fresh(tag: string) {
-  n++;
-  return { pidFile: join(dir, `${tag}-${n}.pid`), events: join(dir, `${tag}-${n}.events`) };
-}
+const fresh = casePaths(dir);
 
 /** `start` the stress fixture; returns the daemon's pid once it is ready. */
 async function startReady(pidFile: string, env: Record<string, string>): Promise<number> {

@@ -181,6 +181,15 @@ export function gone(pid: number, ms = 20_000): Promise<boolean> {
   return waitFor(() => !alive(pid), ms);
 }
 
+/** A maker of fresh PID file and event log paths in `dir`, one pair per case. */
+export function casePaths(dir: string): (tag: string) => { pidFile: string; events: string } {
+  let n = 0;
+  return (tag) => {
+    n++;
+    return { pidFile: join(dir, `${tag}-${n}.pid`), events: join(dir, `${tag}-${n}.events`) };
+  };
+}
+
 /** An assertion that names what went wrong when it fails. */
 export function must(ok: boolean, what: string): void {
   expect(ok ? "as it should" : what).toBe("as it should");
