@@ -46,7 +46,6 @@ export class Lifecycle {
   private exitCode = 0;
   private reloading: Promise<void> | undefined;
   private reloadPending = false;
-  private keepAlive: ReturnType<typeof setInterval> | undefined;
   private startFailure: DaemonError | undefined;
   private announced = false;
   private stopped: (() => void) | undefined;
@@ -246,7 +245,7 @@ export class Lifecycle {
 
   private install(): void {
     // A daemon lives until told to stop, even with nothing left to wait for.
-    this.keepAlive = setInterval(() => {}, 2 ** 30);
+    setInterval(() => {}, 2 ** 30);
     const onStopSignal = (sig: "SIGTERM" | "SIGINT", num: number) => () => {
       if (this.stopReason !== undefined) {
         this.o.log.warn(`${sig} during shutdown: exiting now`);

@@ -6,7 +6,7 @@
 import { fstatSync, statSync } from "node:fs";
 import { DaemonError } from "./errors.ts";
 import {
-  closeFd, dup2, libc, O_APPEND, O_CREAT, O_NOCTTY, O_RDWR, O_WRONLY, openFile, setCloexec, setProcessName, writeAll,
+  closeFd, dup2, O_APPEND, O_CREAT, O_NOCTTY, O_RDWR, O_WRONLY, openFile, setCloexec, setProcessName, writeAll,
 } from "./ffi.ts";
 import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import { fdTarget, listFds } from "./proc.ts";
@@ -92,7 +92,6 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
       { cause: err },
     );
   }
-  libc();
   // Programs the daemon spawns must not hold our status pipe or lock.
   setCloexec(STAGE_STATUS_FD, true);
   setCloexec(STAGE_PIDFILE_FD, true);
@@ -151,8 +150,9 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
     reopenLog() {
       if (opts.logFile === undefined || !settled) return;
       const fresh = openLog(opts.logFile);
+      // Every fd on the old file, logFd included, now points at the new one.
       redirectAll(fdTarget(1), fresh);
-      if (fresh !== logFd) closeFd(fresh);
+      closeFd(fresh);
     },
   };
   return handle;
