@@ -2,6 +2,7 @@
 import type { ArgsDef } from "citty";
 import { runCli } from "./cli.ts";
 import { adopt, nextSeq, type HookOwner, type Registration } from "./hooks.ts";
+import { checkAppArgs } from "./argv.ts";
 import { checkName } from "./paths.ts";
 import type { PidFileLock } from "./pidfile.ts";
 import type { DaemonHandle } from "./stage.ts";
@@ -34,6 +35,7 @@ export interface DaemonInternals {
  */
 export function defineDaemon<A extends ArgsDef = ArgsDef>(config: DaemonConfig<A>): Daemon<A> {
   checkName(config.name);
+  checkAppArgs(config.args);
   const hooks: Registration[] = [];
   let phase: "starting" | "other" = "other";
   let lifecycle: import("./lifecycle.ts").Lifecycle | undefined;

@@ -71,7 +71,7 @@ describe("start", () => {
 
     const t = await run(app("start", "--pid-file", pidPath(), "--ready-timeout", "soon"));
     expect(t.code).toBe(2);
-    expect(t.stderr).toBe(`app: --ready-timeout takes a non-negative number, not "soon"\n`);
+    expect(t.stderr).toBe(`app: --ready-timeout takes a whole number of milliseconds from 0 to 2147483647, not "soon"\n`);
   }, 30_000);
 });
 

@@ -1,0 +1,259 @@
+/**
+ * The one argv parser: the launcher, the control commands and the daemon
+ * stage all read the command line through parseArgv(), so an option means
+ * the same thing wherever it stands (before or after the command word) and
+ * in every process that reads it. Strict: unknown options, missing values,
+ * extra words and loose numbers are usage errors (exit 2), never ignored.
+ */
+import type { ArgDef, ArgsDef } from "citty";
+import { DaemonError } from "./errors.ts";
+
+export const COMMANDS = ["run", "start", "stop", "status", "reload", "restart"] as const;
+export type Command = (typeof COMMANDS)[number];
+
+type Kind = "string" | "boolean" | "ms" | "seconds";
+
+interface Builtin {
+  kind: Kind;
+  /** Commands that accept the option. */
+  for: readonly Command[];
+  description: string;
+  alias?: string;
+}
+
+const LAUNCH: readonly Command[] = ["run", "start", "restart"];
+const STOPPING: readonly Command[] = ["stop", "restart"];
+
+/** The CLI's own options. App options may not reuse these names or aliases. */
+export const BUILTINS: Record<string, Builtin> = {
+  "pid-file": { kind: "string", for: COMMANDS, description: "PID file path (default: /run/<name>.pid as root, else $XDG_RUNTIME_DIR/<name>.pid, else /tmp/<name>-<uid>.pid)" },
+  "log-file": { kind: "string", for: LAUNCH, description: "daemon mode: append stdout/stderr here, reopened on SIGUSR1 (default: /dev/null)" },
+  "ready-timeout": { kind: "ms", for: LAUNCH, description: "ms start waits for readiness before stopping the daemon; 0 waits for ever (default 30000)" },
+  daemon: { kind: "boolean", for: ["run"], description: "detach, as the start command does" },
+  timeout: { kind: "seconds", for: STOPPING, description: "seconds to wait for the daemon to exit (default 30)" },
+  kill: { kind: "boolean", for: STOPPING, description: "SIGKILL the daemon if it is still alive at the timeout" },
+  help: { kind: "boolean", for: COMMANDS, alias: "h", description: "show this help" },
+  version: { kind: "boolean", for: COMMANDS, alias: "v", description: "print the version" },
+};
+
+/** Largest accepted --ready-timeout, in ms: what a timer can wait (24.8 days). */
+export const MAX_MS = 2 ** 31 - 1;
+/** Largest accepted --timeout, in seconds (the same bound). */
+export const MAX_SECONDS = Math.floor(MAX_MS / 1000);
+
+/** What the CLI's own options say; absent when not given. */
+export interface CliOptions {
+  pidFile?: string;
+  logFile?: string;
+  readyTimeout?: number;
+  daemon: boolean;
+  /** stop/restart: seconds. */
+  timeout?: number;
+  kill: boolean;
+  help: boolean;
+  version: boolean;
+}
+
+export interface ParsedArgv {
+  /** The command word, or "run" when none was given. */
+  command: Command;
+  /** Whether the command word was written (`--help` shows the command's help only then). */
+  explicit: boolean;
+  cli: CliOptions;
+  /** The app's own options (kebab-case and camelCase keys, as citty gives them) and `_`, its positionals. */
+  app: Record<string, unknown> & { _: string[] };
+}
+
+const usage = (message: string) => new DaemonError("USAGE", message, { exitCode: 2 });
+
+const camel = (s: string) => s.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+const aliasesOf = (def: ArgDef): string[] => {
+  const a = (def as { alias?: string | string[] }).alias;
+  return a === undefined ? [] : Array.isArray(a) ? a : [a];
+};
+
+const NAME_RE = /^[A-Za-z][A-Za-z0-9_-]*$/;
+
+/**
+ * Check an app's `args` against the CLI's own names, once, in defineDaemon():
+ * a collision would make one of the two unreachable (an app `-h` alias would
+ * print help; an app `timeout` would be set by `restart --timeout`).
+ */
+export function checkAppArgs(args: ArgsDef | undefined): void {
+  if (args === undefined) return;
+  if (typeof args !== "object" || args === null) throw new DaemonError("USAGE", "defineDaemon: args must be an object of citty argument definitions");
+  const taken = new Map<string, string>();
+  for (const [name, b] of Object.entries(BUILTINS)) {
+    taken.set(name, `the CLI's own --${name}`);
+    taken.set(camel(name), `the CLI's own --${name}`);
+    if (b.alias) taken.set(b.alias, `the CLI's own -${b.alias} (--${name})`);
+  }
+  for (const c of COMMANDS) taken.set(c, `the command "${c}"`);
+  taken.set("_", "the positionals list");
+  for (const [name, def] of Object.entries(args)) {
+    const type = (def as { type?: string }).type ?? "string";
+    if (!["string", "boolean", "enum", "positional"].includes(type)) {
+      throw new DaemonError("USAGE", `defineDaemon: app argument "${name}" has type "${type}"; use string, boolean, enum or positional`);
+    }
+    if (!NAME_RE.test(name)) throw new DaemonError("USAGE", `defineDaemon: app argument name ${JSON.stringify(name)} must start with a letter and use letters, digits, '-' or '_'`);
+    const names = [...new Set(type === "positional" ? [name, camel(name)] : [name, camel(name), ...aliasesOf(def)])];
+    for (const n of names) {
+      if (!/^[A-Za-z0-9][A-Za-z0-9_-]*$/.test(n)) throw new DaemonError("USAGE", `defineDaemon: app argument "${name}" has an unusable alias ${JSON.stringify(n)}`);
+      const clash = taken.get(n) ?? (n.startsWith("no-") || /^no[A-Z]/.test(n) ? "the --no-<flag> negation" : undefined);
+      if (clash) throw new DaemonError("USAGE", `defineDaemon: app argument "${name}"${n === name ? "" : ` (as "${n}")`} collides with ${clash}; rename it`);
+      taken.set(n, `app argument "${name}"`);
+    }
+  }
+}
+
+interface Spec {
+  /** Long name as written after "--". */
+  name: string;
+  kind: Kind | "enum";
+  builtin?: Builtin;
+  app?: ArgDef;
+}
+
+function number(raw: string, flag: string, kind: "ms" | "seconds"): number {
+  // Decimal digits only: no hex, exponents, signs, blanks or Infinity.
+  const re = kind === "ms" ? /^\d+$/ : /^\d+(\.\d{1,3})?$/;
+  const max = kind === "ms" ? MAX_MS : MAX_SECONDS;
+  const n = Number(raw);
+  if (!re.test(raw) || !(n <= max)) {
+    const what = kind === "ms" ? "a whole number of milliseconds" : "a number of seconds (digits, up to 3 decimals)";
+    throw usage(`${flag} takes ${what} from 0 to ${max}, not ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+/**
+ * Parse a daemon's command line. Throws DaemonError USAGE (exit code 2)
+ * with one line saying what is wrong.
+ */
+export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): ParsedArgv {
+  const long = new Map<string, Spec>();
+  const short = new Map<string, Spec>();
+  for (const [name, b] of Object.entries(BUILTINS)) {
+    const s: Spec = { name, kind: b.kind, builtin: b };
+    long.set(name, s);
+    if (b.alias) short.set(b.alias, s);
+  }
+  const positionals: Array<[string, ArgDef]> = [];
+  for (const [name, def] of Object.entries(appArgs)) {
+    const type = (def as { type?: string }).type ?? "string";
+    if (type === "positional") {
+      positionals.push([name, def]);
+      continue;
+    }
+    const s: Spec = { name, kind: type === "boolean" ? "boolean" : type === "enum" ? "enum" : "string", app: def };
+    long.set(name, s);
+    for (const a of aliasesOf(def)) (a.length === 1 ? short : long).set(a, s);
+  }
+
+  let command: Command | undefined;
+  const given = new Map<Spec, { value: string | boolean; as: string }>();
+  const words: string[] = [];
+  let onlyWords = false;
+
+  for (let i = 0; i < argv.length; i++) {
+    const tok = argv[i]!;
+    if (onlyWords || tok === "-" || !tok.startsWith("-") || /^-\d/.test(tok)) {
+      if (command === undefined && !onlyWords && (COMMANDS as readonly string[]).includes(tok)) command = tok as Command;
+      else if (command === undefined && positionals.length === 0) {
+        throw usage(`unknown command ${JSON.stringify(tok)}; commands: ${COMMANDS.join(", ")}. Run with --help for usage`);
+      } else words.push(tok);
+      continue;
+    }
+    if (tok === "--") {
+      onlyWords = true;
+      continue;
+    }
+    const isLong = tok.startsWith("--");
+    const eq = tok.indexOf("=");
+    const key = tok.slice(isLong ? 2 : 1, eq < 0 ? undefined : eq);
+    const inline = eq < 0 ? undefined : tok.slice(eq + 1);
+    let spec = (isLong ? long : short).get(key);
+    let negated = false;
+    if (!spec && isLong && key.startsWith("no-")) {
+      const base = long.get(key.slice(3));
+      if (base?.kind === "boolean" && base.app) {
+        spec = base;
+        negated = true;
+      }
+    }
+    if (!spec) throw usage(`unknown option ${isLong ? "--" : "-"}${key}. Run with --help for usage`);
+    if (given.has(spec)) throw usage(`${tok.split("=")[0]} is given twice; give it once`);
+    if (spec.kind === "boolean") {
+      if (inline !== undefined) throw usage(`${tok.slice(0, eq)} takes no value (got ${JSON.stringify(inline)})`);
+      given.set(spec, { value: !negated, as: tok });
+      continue;
+    }
+    let value = inline;
+    if (value === undefined) {
+      const next = argv[i + 1];
+      // A following option is not a value: `--pid-file --kill` is a missing value, not a file named "--kill".
+      if (next === undefined || (next.startsWith("-") && next !== "-" && !/^-\d/.test(next))) {
+        throw usage(`${tok} needs a value`);
+      }
+      value = next;
+      i++;
+    }
+    const flag = isLong ? `--${spec.name}` : tok.split("=")[0]!;
+    if (value === "") throw usage(`${flag} needs a non-empty value`);
+    given.set(spec, { value, as: flag });
+  }
+
+  const cmd = command ?? "run";
+  const cli: CliOptions = { daemon: false, kill: false, help: false, version: false };
+  const app: Record<string, unknown> & { _: string[] } = { _: [] };
+  const launching = (LAUNCH as readonly string[]).includes(cmd);
+  const helpOrVersion = [...given.keys()].some((s) => s.name === "help" || s.name === "version");
+
+  for (const [spec, { value, as }] of given) {
+    if (spec.builtin) {
+      if (!spec.builtin.for.includes(cmd)) {
+        throw usage(`${as.split("=")[0]} is not an option of ${command ? `"${cmd}"` : "run (no command given)"}; it goes with ${spec.builtin.for.join(", ")}`);
+      }
+      const v = value as string;
+      switch (spec.name) {
+        case "pid-file": cli.pidFile = v; break;
+        case "log-file": cli.logFile = v; break;
+        case "ready-timeout": cli.readyTimeout = number(v, "--ready-timeout", "ms"); break;
+        case "timeout": cli.timeout = number(v, "--timeout", "seconds"); break;
+        case "daemon": cli.daemon = value as boolean; break;
+        case "kill": cli.kill = value as boolean; break;
+        case "help": cli.help = true; break;
+        case "version": cli.version = true; break;
+      }
+      continue;
+    }
+    if (!launching) throw usage(`${as.split("=")[0]} is an option of the daemon; "${cmd}" takes only --pid-file${STOPPING.includes(cmd) ? ", --timeout, --kill" : ""}`);
+    const def = spec.app!;
+    if (spec.kind === "enum") {
+      const options = ((def as { options?: string[] }).options ?? []).map(String);
+      if (!options.includes(value as string)) throw usage(`--${spec.name} takes one of ${options.join(", ")}, not ${JSON.stringify(value)}`);
+    }
+    app[spec.name] = value;
+  }
+
+  if (!launching && words.length > 0) throw usage(`"${cmd}" takes no arguments (got ${JSON.stringify(words[0])})`);
+  if (launching) {
+    if (words.length > positionals.length) {
+      throw usage(`unexpected argument ${JSON.stringify(words[positionals.length])}${positionals.length ? "" : ` after "${cmd}"`}. Run with --help for usage`);
+    }
+    app._ = words;
+    positionals.forEach(([name, def], i) => {
+      if (words[i] !== undefined) app[name] = words[i];
+      else if (def.default !== undefined) app[name] = def.default;
+    });
+    for (const [name, def] of Object.entries(appArgs)) {
+      if (app[name] === undefined && def.default !== undefined) app[name] = def.default;
+      if (app[name] === undefined && (def as { required?: boolean }).required && !helpOrVersion) {
+        throw usage(`${(def as { type?: string }).type === "positional" ? `<${name}>` : `--${name}`} is required`);
+      }
+      if (app[name] !== undefined && camel(name) !== name) app[camel(name)] = app[name];
+    }
+  }
+  return { command: cmd, explicit: command !== undefined, cli, app };
+}
