@@ -10,6 +10,7 @@ export type DaemonErrorCode =
   | "PIDFILE_OPEN" // open(2) of the PID file failed (missing dir, permissions)
   | "PIDFILE_INVALID" // the PID file exists but does not look like a PID file
   | "PIDFILE_WRITE" // writing our pid into the locked PID file failed
+  | "PIDFILE_UNVERIFIED" // the pid a locked PID file names cannot be checked to hold the lock (another user's or a non-dumpable process)
   | "ALREADY_RUNNING" // another live process holds the PID file lock
   | "NOT_RUNNING" // a control command found no daemon
   | "LOG_OPEN" // the --log-file could not be opened for appending
@@ -22,6 +23,7 @@ export type DaemonErrorCode =
   | "INIT_FAILED" // an init hook threw
   | "STOP_TIMEOUT" // stop: still alive when --timeout ran out
   | "SIGNAL" // kill(2) of the daemon failed
+  | "ALREADY_CALLED" // main() (or daemonize()) called a second time in one process
   | "USAGE"; // bad command-line input
 
 export interface DaemonErrorOptions {
@@ -67,6 +69,35 @@ export class DaemonError extends Error {
     if (opts.pid !== undefined) this.pid = opts.pid;
     this.exitCode = opts.exitCode ?? 1;
   }
+}
+
+/**
+ * A one-line description of anything thrown. Never throws itself: a thrown
+ * value may be a Proxy, have a throwing `message` getter or `toString`, or
+ * be null or a Symbol, and the failure path must still report something.
+ */
+export function errorText(err: unknown): string {
+  try {
+    if (err instanceof Error) {
+      const m = err.message;
+      if (typeof m === "string" && m !== "") return m;
+      return String(err.name ?? "Error");
+    }
+    if (typeof err === "string") return err;
+    return String(err);
+  } catch {
+    try {
+      return `a thrown ${typeof err} that cannot be shown (${Object.prototype.toString.call(err)})`;
+    } catch {
+      return `a thrown ${typeof err} that cannot be shown`;
+    }
+  }
+}
+
+/** A failure's exit status as a shell can see it: 1-255 (0, 256 or NaN would read as success or garbage). */
+export function exitStatus(code: unknown): number {
+  const n = typeof code === "number" && Number.isInteger(code) ? code : 1;
+  return Math.min(255, Math.max(1, n));
 }
 
 /** Hints for the errno values a user can act on. */

@@ -13,10 +13,13 @@ const symbols = {
   setsid: { args: [], returns: T.i32 },
   execve: { args: [T.ptr, T.ptr, T.ptr], returns: T.i32 },
   _exit: { args: [T.i32], returns: T.void },
-  write: { args: [T.i32, T.ptr, T.u64], returns: T.i64 },
-  read: { args: [T.i32, T.ptr, T.u64], returns: T.i64 },
+  // ssize_t declared i32: an i64 return is a BigInt, an allocation, and the
+  // forked children must not allocate (counts here stay far below 2^31).
+  write: { args: [T.i32, T.ptr, T.u64], returns: T.i32 },
+  read: { args: [T.i32, T.ptr, T.u64], returns: T.i32 },
   close: { args: [T.i32], returns: T.i32 },
   dup2: { args: [T.i32, T.i32], returns: T.i32 },
+  dup3: { args: [T.i32, T.i32, T.i32], returns: T.i32 },
   pipe2: { args: [T.ptr, T.i32], returns: T.i32 },
   // fcntl, open and prctl are variadic in C; the fixed-arity prototypes match
   // the register ABI on x86-64 and aarch64 Linux for integer arguments.
@@ -35,6 +38,8 @@ const symbols = {
   kill: { args: [T.i32, T.i32], returns: T.i32 },
   socket: { args: [T.i32, T.i32, T.i32], returns: T.i32 },
   sendto: { args: [T.i32, T.ptr, T.u64, T.i32, T.ptr, T.u32], returns: T.i64 },
+  // Variadic in C; for pidfd_open/pidfd_send_signal, which glibc < 2.36 and musl do not wrap.
+  syscall: { args: [T.i64, T.i64, T.i64, T.i64, T.i64], returns: T.i64 },
   __errno_location: { args: [], returns: T.ptr },
 } as const;
 
@@ -110,6 +115,8 @@ export const O_APPEND = 0o2000;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 export const O_NOFOLLOW = 0o400000;
+export const O_EXCL = 0o200;
+export const O_DIRECTORY = 0o200000;
 const F_GETFD = 1;
 const F_SETFD = 2;
 const F_GETFL = 3;
@@ -182,12 +189,27 @@ export function dup2(from: number, to: number, step: string): void {
   check(libc().dup2(from, to), "STAGE", step, "dup2");
 }
 
+/** Whether `fd` is close-on-exec; undefined when it is not open. */
+export function isCloexec(fd: number): boolean | undefined {
+  const flags = libc().fcntl(fd, F_GETFD, 0);
+  return flags < 0 ? undefined : (flags & FD_CLOEXEC) !== 0;
+}
+
+/**
+ * Point `to` at what `from` is, keeping `to`'s close-on-exec flag: dup2(2)
+ * always clears it, which would leak a private fd into every program spawned.
+ */
+export function redirectFd(from: number, to: number, step: string): void {
+  const cloexec = isCloexec(to) ?? false;
+  check(libc().dup3(from, to, cloexec ? O_CLOEXEC : 0), "STAGE", step, "dup3");
+}
+
 /** write(2) of the whole buffer, retrying short writes and EINTR. False on error (EPIPE, EBADF…). */
 export function writeAll(fd: number, data: Uint8Array): boolean {
   const l = libc();
   let off = 0;
   while (off < data.length) {
-    const n = Number(l.write(fd, ptr(data, off), data.length - off));
+    const n = l.write(fd, ptr(data, off), data.length - off);
     if (n < 0) {
       if (errno() === EINTR) continue;
       return false;
@@ -200,7 +222,7 @@ export function writeAll(fd: number, data: Uint8Array): boolean {
 /** read(2) into buf: bytes read, 0 at EOF, -errno on error. */
 export function readInto(fd: number, buf: Uint8Array): number {
   for (;;) {
-    const n = Number(libc().read(fd, ptr(buf), buf.length));
+    const n = libc().read(fd, ptr(buf), buf.length);
     if (n >= 0) return n;
     const e = errno();
     if (e !== EINTR) return -e;
@@ -224,12 +246,35 @@ export function pollIn(fds: number[], timeoutMs: number): number[] {
   return fds.map((_, i) => view[i * 4 + 3]!);
 }
 
-/** waitpid(2) for a direct child, retrying EINTR. Returns the raw status. */
-export function waitChild(pid: number): number {
+/**
+ * Reap direct child `pid` if it has exited (waitpid WNOHANG): true when it
+ * was reaped or is not our child any more, false while it still runs.
+ */
+export function reapChild(pid: number): boolean {
+  const WNOHANG = 1;
   const status = new Int32Array(1);
   const l = libc();
-  while (l.waitpid(pid, ptr(status), 0) < 0 && errno() === EINTR);
-  return status[0]!;
+  for (;;) {
+    const r = l.waitpid(pid, ptr(status), WNOHANG);
+    if (r === 0) return false;
+    if (r > 0 || errno() !== EINTR) return true;
+  }
+}
+
+export const SIG_BLOCK = 0;
+
+/** A sigset_t (128 bytes) with the given signals set. */
+export function sigset(signals: number[]): Uint8Array {
+  const set = new Uint8Array(128);
+  for (const s of signals) set[(s - 1) >> 3]! |= 1 << ((s - 1) & 7);
+  return set;
+}
+
+/** sigprocmask(2) of the calling thread; returns the previous mask. */
+export function setSignalMask(how: number, set: Uint8Array): Uint8Array {
+  const old = new Uint8Array(128);
+  libc().sigprocmask(how, ptr(set), ptr(old));
+  return old;
 }
 
 /**
@@ -262,6 +307,51 @@ export function childEnd(pid: number): string | undefined {
 /** kill(2): 0 on success, otherwise errno (ESRCH when there is no such process). */
 export function sendSignal(pid: number, sig: number): number {
   return libc().kill(pid, sig) === 0 ? 0 : errno();
+}
+
+// The same number on every architecture: both syscalls came after the
+// syscall tables were unified (5.1/5.3), so no per-arch table is needed.
+const SYS_PIDFD_SEND_SIGNAL = 424;
+const SYS_PIDFD_OPEN = 434;
+export const ENOSYS = 38;
+
+/**
+ * pidfd_open(2): an fd that refers to process `pid` itself, not to its
+ * number, so a signal sent through it can never reach a later process that
+ * reuses the number. Returns the fd (close-on-exec), or -errno (ESRCH: no
+ * such process; ENOSYS: kernel before 5.3).
+ */
+export function pidfdOpen(pid: number): number {
+  const fd = Number(libc().syscall(SYS_PIDFD_OPEN, pid, 0, 0, 0));
+  return fd >= 0 ? fd : -errno();
+}
+
+/** pidfd_send_signal(2): 0 on success, otherwise errno (ESRCH once the process has exited). */
+export function pidfdSendSignal(pidfd: number, sig: number): number {
+  return Number(libc().syscall(SYS_PIDFD_SEND_SIGNAL, pidfd, sig, 0, 0)) === 0 ? 0 : errno();
+}
+
+// fcntl's third argument is a pointer for the record locks: a prototype of
+// its own, loaded only by the daemon that marks its PID file.
+let fcntlLk: ((fd: number, cmd: number, arg: Pointer) => number) | undefined;
+
+/**
+ * Take a POSIX read lock (fcntl F_SETLK, F_RDLCK, whole file) on `fd`.
+ * flock(2) and POSIX locks do not interact on Linux, so this only adds a
+ * /proc/locks line that names this very process; it is released when the
+ * process closes any fd on the file, or exits. True when taken.
+ */
+export function posixReadLock(fd: number): boolean {
+  if (!fcntlLk) {
+    const l = dlopen(libcPath(), { fcntl: { args: [T.i32, T.i32, T.ptr], returns: T.i32 } }).symbols;
+    fcntlLk = (a, b, c) => l.fcntl(a, b, c);
+  }
+  const F_SETLK = 6;
+  const F_RDLCK = 0;
+  // struct flock (x86-64, aarch64): short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid.
+  const lk = new BigInt64Array(4);
+  new Int16Array(lk.buffer)[0] = F_RDLCK; // l_whence SEEK_SET (0), l_start 0, l_len 0: the whole file
+  return fcntlLk(fd, F_SETLK, ptr(lk)) === 0;
 }
 
 /** prctl(PR_SET_NAME): the name `ps -o comm` and /proc/PID/comm show (15 bytes). */

@@ -4,9 +4,9 @@
  * hands it the status pipe on fd 3 and the locked PID file on fd 4.
  */
 import { fstatSync, statSync } from "node:fs";
-import { DaemonError } from "./errors.ts";
+import { DaemonError, errorText, exitStatus } from "./errors.ts";
 import {
-  closeFd, dup2, O_APPEND, O_CREAT, O_NOCTTY, O_RDWR, O_WRONLY, openFile, setCloexec, setProcessName, writeAll,
+  closeFd, O_APPEND, O_CREAT, O_NOCTTY, O_RDONLY, O_RDWR, O_WRONLY, openFile, redirectFd, setCloexec, setProcessName, writeAll,
 } from "./ffi.ts";
 import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import { fdTarget, listFds } from "./proc.ts";
@@ -62,12 +62,34 @@ function openLog(path: string): number {
   return openFile(path, O_WRONLY | O_APPEND | O_CREAT | O_NOCTTY, 0o640, "LOG_OPEN", "open log file");
 }
 
-/** Point every fd that refers to `target` (as /proc/self/fd shows it) at `fd`. */
-function redirectAll(target: string | undefined, fd: number): void {
+/**
+ * Point every fd that refers to `target` (as /proc/self/fd shows it) at
+ * `fd`, each keeping its close-on-exec flag (the log fd and Bun's private
+ * dups of 1/2 are close-on-exec; 1 and 2 are not).
+ */
+function redirectAll(target: string | undefined, fd: number, keep = -1): void {
   if (target === undefined) return;
   for (const n of listFds()) {
-    if (n !== fd && fdTarget(n) === target) dup2(fd, n, "redirect output");
+    if (n !== fd && n !== keep && fdTarget(n) === target) redirectFd(fd, n, "redirect output");
   }
+}
+
+/**
+ * After ready, programs spawned during init still write to the startup
+ * pipe (their stdout/stderr are copies of ours). Once the launcher has gone
+ * nobody would read it: their next write would fail with EPIPE or kill them
+ * with SIGPIPE. So the daemon itself becomes the reader, copying what they
+ * write to the log file (or dropping it) until the last of them closes it.
+ */
+function adoptStartupPipe(readFd: number, logFd: number): void {
+  const pump = async () => {
+    for await (const chunk of Bun.file(readFd).stream()) {
+      if (logFd >= 0) writeAll(logFd, chunk);
+    }
+  };
+  pump()
+    .catch(() => {})
+    .finally(() => closeFd(readFd));
 }
 
 /**
@@ -113,11 +135,14 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
   const failWith = (error: unknown, exitCode = 1) => {
     if (settled) return;
     settled = true;
-    const e = error as Partial<DaemonError> | undefined;
+    let code: unknown;
+    try {
+      code = (error as Partial<DaemonError> | undefined)?.code;
+    } catch {}
     const msg: FailureMessage = {
-      code: typeof e?.code === "string" ? e.code : "INIT_FAILED",
-      message: e instanceof Error ? e.message : String(error),
-      exitCode: exitCode || 1,
+      code: typeof code === "string" ? code : "INIT_FAILED",
+      message: errorText(error),
+      exitCode: exitStatus(exitCode),
     };
     send(encodeJson(FRAME_FAILED, msg));
   };
@@ -139,9 +164,17 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
       if (settled) return;
       settled = true;
       const target = logFd >= 0 ? logFd : openFile("/dev/null", O_RDWR | O_NOCTTY, 0, "STAGE", "open /dev/null");
-      redirectAll(outPipe, target);
+      // A read end of the startup pipe, opened before our own write ends move away.
+      let pipeRead = -1;
+      try {
+        if (outPipe?.startsWith("pipe:") && fdTarget(1) === outPipe) pipeRead = openFile("/proc/self/fd/1", O_RDONLY, 0, "STAGE", "read startup pipe");
+      } catch {
+        // No /proc: spawned programs keep today's pipe; nothing else changes.
+      }
+      redirectAll(outPipe, target, pipeRead);
       if (logFd < 0) closeFd(target);
       send(encodeJson(FRAME_READY, { pid: process.pid }), true);
+      if (pipeRead >= 0) adoptStartupPipe(pipeRead, logFd);
     },
     fail: failWith,
     stopping(graceMs: number) {
