@@ -7,7 +7,7 @@
  * would pass along with that code's bugs.
  */
 import { afterAll, afterEach } from "bun:test";
-import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -137,13 +137,24 @@ export function fdTargets(pid: number): Map<number, string> {
   return out;
 }
 
-/** Whether some process holds a flock on `path` (per /proc/locks). */
+/**
+ * Whether some process holds a flock on `path` (per /proc/locks). /proc/locks
+ * names the file by its superblock's device, which is not stat's st_dev on
+ * btrfs (a subvolume has an anonymous device of its own): take the device
+ * from the file's mount in mountinfo instead, found through an fd's mnt_id.
+ */
 export function isFlocked(path: string): boolean {
-  const st = statSync(path);
-  const dev = st.dev;
-  const major = ((dev >>> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
-  const minor = (dev & 0xff) | ((dev >>> 12) & ~0xff);
-  const key = `${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")}:${st.ino}`;
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  let key: string;
+  try {
+    const ino = fstatSync(fd).ino;
+    const mnt = /^mnt_id:\s*(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"))![1];
+    const line = readFileSync("/proc/self/mountinfo", "utf8").split("\n").find((l) => l.split(" ")[0] === mnt)!;
+    const [major, minor] = line.split(" ")[2]!.split(":").map(Number) as [number, number];
+    key = `${major.toString(16).padStart(2, "0")}:${minor.toString(16).padStart(2, "0")}:${ino}`;
+  } finally {
+    closeSync(fd);
+  }
   return readFileSync("/proc/locks", "utf8").split("\n").some((l) => l.includes(" FLOCK ") && !l.includes("->") && l.includes(` ${key} `));
 }
 
