@@ -88,3 +88,40 @@ export function isAlive(pid: number): boolean {
     return false;
   }
 }
+
+/** Who a process is, from /proc/PID/status and /proc/PID/comm, which every user may read. */
+export interface ProcessIdentity {
+  pid: number;
+  /** Effective uid: the one that owns what it creates and is checked when it signals. */
+  uid: number;
+  /** Its user name from /etc/passwd, or "uid N". */
+  user: string;
+  /** /proc/PID/comm (at most 15 bytes). */
+  comm: string;
+}
+
+/** The identity of a live process, or undefined when it is gone. */
+export function processIdentity(pid: number): ProcessIdentity | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const uid = Number(/^Uid:\s+\d+\s+(\d+)/m.exec(status)?.[1]);
+    const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+    if (!Number.isInteger(uid) || !isAlive(pid)) return undefined;
+    return { pid, uid, user: userName(uid), comm };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A user's name from /etc/passwd (no NSS: this only labels messages), else "uid N". */
+export function userName(uid: number): string {
+  try {
+    for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
+      const f = line.split(":");
+      if (f.length > 2 && Number(f[2]) === uid && f[2] !== "") return f[0]!;
+    }
+  } catch {
+    // no /etc/passwd (a minimal container)
+  }
+  return `uid ${uid}`;
+}

@@ -67,7 +67,7 @@ describe("start", () => {
     mkdirSync(join(dir, "adir.pid"));
     const d = await run(app("start", "--pid-file", join(dir, "adir.pid")));
     expect(d.code).toBe(1);
-    expect(d.stderr).toContain("EISDIR");
+    expect(d.stderr).toContain("is a directory, not a PID file");
 
     const t = await run(app("start", "--pid-file", pidPath(), "--ready-timeout", "soon"));
     expect(t.code).toBe(2);
