@@ -30,7 +30,7 @@ export const BUILTINS: Record<string, Builtin> = {
   "log-file": { kind: "string", for: LAUNCH, description: "daemon mode: append stdout/stderr here, reopened on SIGUSR1 (default: /dev/null)" },
   "ready-timeout": { kind: "ms", for: LAUNCH, description: "ms start waits for readiness before stopping the daemon; 0 waits for ever (default 30000)" },
   daemon: { kind: "boolean", for: ["run"], description: "detach, as the start command does" },
-  timeout: { kind: "seconds", for: STOPPING, description: "seconds to wait for the daemon to exit (default 30)" },
+  timeout: { kind: "seconds", for: [...STOPPING, "reload"], description: "stop: seconds to wait for the daemon to exit; reload: for a starting daemon's pid (default 30)" },
   kill: { kind: "boolean", for: STOPPING, description: "SIGKILL the daemon if it is still alive at the timeout" },
   help: { kind: "boolean", for: COMMANDS, alias: "h", description: "show this help" },
   version: { kind: "boolean", for: COMMANDS, alias: "v", description: "print the version" },
@@ -228,7 +228,7 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
       }
       continue;
     }
-    if (!launching) throw usage(`${as.split("=")[0]} is an option of the daemon; "${cmd}" takes only --pid-file${STOPPING.includes(cmd) ? ", --timeout, --kill" : ""}`);
+    if (!launching) throw usage(`${as.split("=")[0]} is an option of the daemon; "${cmd}" takes only --pid-file${STOPPING.includes(cmd) ? ", --timeout, --kill" : cmd === "reload" ? ", --timeout" : ""}`);
     const def = spec.app!;
     if (spec.kind === "enum") {
       const options = ((def as { options?: string[] }).options ?? []).map(String);

@@ -82,7 +82,7 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       case "status":
         return exit(await (await control()).status(config.name, o.pidFile));
       case "reload":
-        return exit(await (await control()).reload(config.name, o.pidFile));
+        return exit(await (await control()).reload(config.name, o.pidFile, { timeout: p.cli.timeout ?? 30 }));
       case "restart": {
         const code = await (await control()).stop(config.name, o.pidFile, stopOpts);
         if (code !== 0) return exit(code);

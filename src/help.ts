@@ -9,8 +9,8 @@ const SUMMARY: Record<Command, string> = {
   run: "run in the foreground (logs to stderr); --daemon detaches like start",
   start: "detach, wait until ready, print the pid; non-zero with the daemon's error",
   stop: "SIGTERM the daemon and wait until it has exited",
-  status: "pid and uptime; exit 0 running or starting, 3 not running, 1 stale PID file",
-  reload: "SIGHUP the running daemon; exit 7 if it is not running",
+  status: "pid and uptime; exit 0 running or starting, 3 not running, 1 stale PID file, 4 cannot tell (not a PID file, unverifiable lock)",
+  reload: "SIGHUP the running daemon (waiting for a starting one's pid); exit 7 if it is not running",
   restart: "stop, then start",
 };
 
