@@ -7,7 +7,7 @@
  * would pass along with that code's bugs.
  */
 import { afterAll, afterEach } from "bun:test";
-import { closeSync, constants, fstatSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, constants, cpSync, existsSync, fstatSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -175,4 +175,38 @@ export function pidsMentioning(needle: string): number[] {
 export async function bareBunSignals(): Promise<{ SigIgn: string; SigBlk: string }> {
   const r = await run([BUN, "-e", `const s=require("fs").readFileSync("/proc/self/status","utf8");console.log(JSON.stringify({SigIgn:/SigIgn:\\s*(\\S+)/.exec(s)[1],SigBlk:/SigBlk:\\s*(\\S+)/.exec(s)[1]}))`]);
   return JSON.parse(r.stdout);
+}
+
+let otherUsersCopy: { bun: string; root: string } | undefined;
+/**
+ * A world-readable copy of the runtime and the program (src/, test/fixtures/,
+ * the dependencies) for tests that run processes as other users (nobody):
+ * a clone may sit where they cannot enter (under /root, in a `mkdir -m 700`
+ * directory), and its bun and sources must still be theirs to run. Made once
+ * per test file, removed when it exits. `root` is also a working directory they may enter.
+ */
+export function forOtherUsers(): { bun: string; root: string; fixture: (rel: string) => string } {
+  if (!otherUsersCopy) {
+    // Removed at exit, not in afterAll: this may first be called inside a test,
+    // where an afterAll would run as soon as that test ends.
+    const root = mkdtempSync(join(tmpdir(), "bd-others-"));
+    process.once("exit", () => rmSync(root, { recursive: true, force: true }));
+    chmodSync(root, 0o755);
+    cpSync(BUN, join(root, "bun"));
+    chmodSync(join(root, "bun"), 0o755);
+    for (const rel of ["src", "test/fixtures", "test/stress/fixtures"]) {
+      if (existsSync(join(ROOT, rel))) cpSync(join(ROOT, rel), join(root, rel), { recursive: true });
+    }
+    for (const dep of ["citty", "consola"]) cpSync(join(ROOT, "node_modules", dep), join(root, "node_modules", dep), { recursive: true, dereference: true });
+    chmodTree(root);
+    otherUsersCopy = { bun: join(root, "bun"), root };
+  }
+  const c = otherUsersCopy;
+  return { ...c, fixture: (rel: string) => join(c.root, rel) };
+}
+
+function chmodTree(path: string): void {
+  const st = statSync(path);
+  chmodSync(path, st.isDirectory() ? 0o755 : st.mode & 0o111 ? 0o755 : 0o644);
+  if (st.isDirectory()) for (const e of readdirSync(path)) chmodTree(join(path, e));
 }

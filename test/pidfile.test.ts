@@ -8,7 +8,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
-import { alive, BUN, cleanupProcesses, FIXTURE, isFlocked, ROOT, run, startedPid, tempDir, track, waitFor } from "./helpers.ts";
+import { alive, BUN, cleanupProcesses, FIXTURE, forOtherUsers, isFlocked, ROOT, run, startedPid, tempDir, track, waitFor } from "./helpers.ts";
 
 // Before cleanupProcesses(), so that it runs first: a start still in the
 // background must have reported its daemon's pid before tracked pids are stopped.
@@ -168,12 +168,14 @@ describe("a start that is still loading: 'starting' is a state of its own", () =
   }, 60_000);
 });
 
-// Runs processes as other users: needs root (setpriv), and a checkout and bun those users can read.
-const otherUsersCan =
-  isRoot && Bun.spawnSync(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", BUN, "-e", `require("fs").readFileSync(${JSON.stringify(FIXTURE)})`], { cwd: "/" }).exitCode === 0;
-const whyNot = isRoot ? `user nobody cannot run ${BUN} or read ${FIXTURE}` : "needs root to run processes as other users";
+// Runs processes as other users: needs root (setpriv). They run a world-readable
+// copy of bun and the program (forOtherUsers), so a clone nobody may enter still tests this.
+const otherUsersCan = isRoot;
+const whyNot = "needs root to run processes as other users";
 
 describe.skipIf(!otherUsersCan)(`locks held by other users' processes${otherUsersCan ? "" : ` (skipped: ${whyNot})`}`, () => {
+  const others = otherUsersCan ? forOtherUsers() : undefined;
+  const app = (...args: string[]) => [others!.bun, "run", others!.fixture("test/fixtures/app.ts"), ...args];
   const asUser = (user: string, cmd: string[]) => ["setpriv", `--reuid=${user}`, `--regid=${user === "nobody" ? "nogroup" : user}`, "--clear-groups", ...cmd];
   // Other users must be able to reach the files: a world-searchable directory.
   const shared = join(dir, "shared");
@@ -253,7 +255,7 @@ describe.skipIf(!otherUsersCan)(`locks held by other users' processes${otherUser
       const signals = join(shared, `victim-${n}.signals`);
       writeFileSync(signals, "");
       chownSync(signals, 65534, 65534);
-      const victim = await spawnReady(asUser("nobody", [BUN, VICTIM, signals, "nondumpable"]), "victim ready");
+      const victim = await spawnReady(asUser("nobody", [others!.bun, others!.fixture("test/fixtures/pidfile-victim.ts"), signals, "nondumpable"]), "victim ready");
       // The attacker's file: created and locked by user daemon, naming the victim.
       const attacker = Bun.spawn(
         asUser("daemon", ["sh", "-c", `printf '%s\\n' ${victim} > ${pidFile} && chmod 644 ${pidFile} && exec flock --no-fork --shared ${pidFile} sleep 600`]),

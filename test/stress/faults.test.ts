@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, FIXTURE, cleanupProcesses, isFlocked, pidsMentioning, run, tempDir, track, waitFor } from "../helpers.ts";
+import { BUN, FIXTURE, cleanupProcesses, forOtherUsers, isFlocked, pidsMentioning, run, tempDir, track, waitFor } from "../helpers.ts";
 import { EventLog, RAW, casePaths, expectNothingLeft, must, reaped, waitForPid } from "./util.ts";
 
 cleanupProcesses();
@@ -124,8 +124,15 @@ describe("the PID file cannot be used", () => {
     await expectNothingLeft(pidFile, pidFile);
   }, 30_000);
 
-  // Root ignores permission bits, so the launcher runs as nobody.
+  // Root ignores permission bits, so the launcher runs as nobody. The clone
+  // may sit where nobody cannot enter (under /root, in a `mkdir -m 700`
+  // directory), so nobody gets its own world-readable copy of the runtime
+  // and the program, and a working directory it may enter.
   const asNobody = (cmd: string[]) => ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", ...cmd];
+  const startAsNobody = (pidFile: string) => {
+    const c = forOtherUsers();
+    return run(asNobody([c.bun, c.fixture("test/fixtures/app.ts"), "start", "--pid-file", pidFile]), { timeoutMs: 60_000, cwd: c.root });
+  };
 
   test("it is not writable (launcher as nobody, root-owned 0644 file in a directory nobody can't list)", async () => {
     const ro = join(dir, "ro-file");
@@ -136,7 +143,7 @@ describe("the PID file cannot be used", () => {
     chmodSync(dir, 0o711);
     chmodSync(ro, 0o711);
     const before = statSync(pidFile);
-    const r = await run(asNobody([BUN, FIXTURE, "start", "--pid-file", pidFile]), { timeoutMs: 60_000 });
+    const r = await startAsNobody(pidFile);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain(`app: open PID file: open ${pidFile} failed: EACCES`);
     expect(readFileSync(pidFile, "utf8")).toBe("123456\n");
@@ -150,7 +157,7 @@ describe("the PID file cannot be used", () => {
     mkdirSync(ro, { mode: 0o755 });
     chmodSync(dir, 0o711);
     const pidFile = join(ro, "app.pid");
-    const r = await run(asNobody([BUN, FIXTURE, "start", "--pid-file", pidFile]), { timeoutMs: 60_000 });
+    const r = await startAsNobody(pidFile);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain(`app: open PID file: open ${pidFile} failed: EACCES`);
     expect(existsSync(pidFile)).toBe(false);
