@@ -1,23 +1,30 @@
 /** defineDaemon(): the framework object an app builds its daemon from. */
 import type { ArgsDef } from "citty";
 import { runCli } from "./cli.ts";
-import { adopt, nextSeq, type HookOwner, type Registration } from "./hooks.ts";
+import { DaemonError } from "./errors.ts";
+import { adopt, enlist, type HookOwner, type Registration } from "./hooks.ts";
 import { checkAppArgs } from "./argv.ts";
 import { checkName } from "./paths.ts";
 import type { PidFileLock } from "./pidfile.ts";
 import type { DaemonHandle } from "./stage.ts";
 import type { DaemonConfig, Hook, HookContext, HookName, Mode, ShutdownContext, ShutdownHook } from "./types.ts";
 
-export interface Daemon<A extends ArgsDef = ArgsDef> {
+export interface Daemon<A extends ArgsDef = {}> {
   readonly name: string;
   readonly config: Readonly<DaemonConfig<A>>;
-  /** Register a hook. Returns a function that unregisters it. */
+  /**
+   * Register a hook. Returns a function that unregisters it (a hook
+   * unregistered before its turn does not run). An init hook registered while
+   * init runs runs in that same init, after those already registered.
+   */
   on(event: "shutdown", fn: ShutdownHook<ShutdownContext<A>>): () => void;
   on(event: "init" | "ready" | "reload", fn: Hook<HookContext<A>>): () => void;
   /**
    * Parse `argv` (default `process.argv.slice(2)`) and run the command:
    * `run` (default), `start`/`--daemon`, `stop`, `status`, `reload`, `restart`.
    * Exits the process with the command's status; a running daemon resolves never.
+   * Once per process: a second call (of any daemon's main()) rejects with
+   * ALREADY_CALLED and does nothing else.
    */
   main(argv?: string[]): Promise<void>;
   /** Begin shutdown from inside the daemon (runs shutdown hooks, then exits 0). */
@@ -29,11 +36,14 @@ export interface DaemonInternals {
   run(mode: Mode, args: Record<string, unknown>, lock: PidFileLock, stage?: DaemonHandle): Promise<never>;
 }
 
+/** The daemon whose main() this process runs: one per process, and main() once. */
+let mainOf: string | undefined;
+
 /**
  * Define a daemon. Hooks given in `config` register first (init, ready,
  * reload, shutdown), after any registered earlier with onInit() & co.
  */
-export function defineDaemon<A extends ArgsDef = ArgsDef>(config: DaemonConfig<A>): Daemon<A> {
+export function defineDaemon<const A extends ArgsDef = {}>(config: DaemonConfig<A>): Daemon<A> {
   checkName(config.name);
   checkAppArgs(config.args);
   const hooks: Registration[] = [];
@@ -43,12 +53,7 @@ export function defineDaemon<A extends ArgsDef = ArgsDef>(config: DaemonConfig<A
   const owner: HookOwner = {
     add(event: HookName, fn: Hook<any>) {
       if (typeof fn !== "function") throw new TypeError(`daemon.on("${event}") needs a function`);
-      const reg: Registration = { event, fn, seq: nextSeq(), duringInit: phase === "starting" };
-      hooks.push(reg);
-      return () => {
-        const i = hooks.indexOf(reg);
-        if (i >= 0) hooks.splice(i, 1);
-      };
+      return enlist(hooks, event, fn, phase === "starting");
     },
   };
   adopt(owner, hooks);
@@ -84,7 +89,16 @@ export function defineDaemon<A extends ArgsDef = ArgsDef>(config: DaemonConfig<A
     name: config.name,
     config,
     on: ((event: HookName, fn: Hook<any>) => owner.add(event, fn)) as Daemon<A>["on"],
-    main: (argv = process.argv.slice(2)) => runCli(config as DaemonConfig, internals, argv),
+    main(argv = process.argv.slice(2)) {
+      // A second run would install a second set of signal handlers, run init
+      // again, and (in the foreground) take the PID file a second time.
+      if (mainOf !== undefined) {
+        const which = mainOf === config.name ? "" : ` (by daemon "${mainOf}")`;
+        return Promise.reject(new DaemonError("ALREADY_CALLED", `main() already called${which}; a process runs one daemon, and its main() once`));
+      }
+      mainOf = config.name;
+      return runCli(config as DaemonConfig, internals, argv);
+    },
     stop(reason) {
       lifecycle?.stop(reason);
     },

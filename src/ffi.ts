@@ -6,7 +6,7 @@
 import { dlopen, FFIType as T, ptr, read, type Pointer } from "bun:ffi";
 import { readFileSync } from "node:fs";
 import { constants as osConstants } from "node:os";
-import { DaemonError, syscallError, type DaemonErrorCode } from "./errors.ts";
+import { DaemonError, errorText, syscallError, type DaemonErrorCode } from "./errors.ts";
 
 const symbols = {
   fork: { args: [], returns: T.i32 },
@@ -76,7 +76,7 @@ export function libc(): Lib {
   try {
     lib = dlopen(path, symbols).symbols;
   } catch (err) {
-    throw new DaemonError("LIBC", `cannot load libc symbols from ${path}: ${(err as Error).message}`, { path, cause: err });
+    throw new DaemonError("LIBC", `cannot load libc symbols from ${path}: ${errorText(err)}`, { path, cause: err });
   }
   errnoPtr = lib.__errno_location() as Pointer;
   return lib;

@@ -8,7 +8,7 @@
 import { ptr, read } from "bun:ffi";
 import { readdirSync, readFileSync, writeSync } from "node:fs";
 import { constants as osConstants } from "node:os";
-import { DaemonError, exitStatus, syscallError } from "./errors.ts";
+import { DaemonError, errorText, exitStatus, syscallError } from "./errors.ts";
 import {
   becomeSubreaper, childEnd, CLOSE_RANGE_CLOEXEC, closeFd, cloexecFrom, cstr, dupAbove, errno, errnoAddress, libc, MADV_DOFORK, O_APPEND,
   O_CREAT, O_NOCTTY, O_RDWR, O_WRONLY, openFile, pipe, pollIn, POLLERR, POLLHUP, POLLIN, readInto, reapChild, sendSignal, setNonblock,
@@ -125,7 +125,7 @@ export async function launch(opts: LaunchOptions): Promise<never> {
     launcher = new Launcher(opts, lock, logFd);
   } catch (err) {
     if (lock) releasePidFile(lock);
-    const e = err instanceof DaemonError ? err : new DaemonError("FORK", String((err as Error)?.message ?? err));
+    const e = err instanceof DaemonError ? err : new DaemonError("FORK", errorText(err));
     // Before the fork (every throw above is) the runtime's own exit is safe,
     // and needed when libc itself is what failed to load.
     writeSync(2, `${opts.name}: ${e.message}\n`);
@@ -186,7 +186,7 @@ class Launcher {
       // stop the daemon below before the PID file can go.
       if (!this.forked) throw err;
       this.state = "failed";
-      this.failure = err instanceof DaemonError ? err : new DaemonError("STAGE", `launcher: ${(err as Error)?.message ?? String(err)}`);
+      this.failure = err instanceof DaemonError ? err : new DaemonError("STAGE", `launcher: ${errorText(err)}`);
     }
     const gone = await this.stopDaemon();
     // Only a daemon that is gone has let go of the lock: then the PID file can go.

@@ -3,11 +3,10 @@
  * init in order, then ready; reload one at a time, coalesced; shutdown in
  * reverse order, each bounded by the shutdown timeout; then exit.
  */
-import type { ParsedArgs } from "citty";
-import { DaemonError } from "./errors.ts";
+import { DaemonError, errorText } from "./errors.ts";
 import { notifySocket } from "./ffi.ts";
 import type { Registration } from "./hooks.ts";
-import type { Logger } from "./log.ts";
+import { keepOutputErrorsHarmless, type Logger } from "./log.ts";
 import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import type { DaemonHandle } from "./stage.ts";
 import type { HookContext, HookName, Mode, ShutdownContext } from "./types.ts";
@@ -16,7 +15,7 @@ export interface LifecycleOptions {
   name: string;
   mode: Mode;
   log: Logger;
-  args: ParsedArgs<any>;
+  args: Record<string, unknown>;
   hooks: Registration[];
   shutdownTimeout: number;
   lock: PidFileLock;
@@ -28,10 +27,16 @@ export interface LifecycleOptions {
 
 type State = "starting" | "running" | "stopping";
 
-const label = (reg: Registration, list: Registration[]) =>
-  reg.fn.name ? `"${reg.fn.name}"` : `#${list.indexOf(reg) + 1}`;
-
-const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
+/**
+ * For the log, where a trace helps: the stack when the thrown value has a
+ * readable one, else its one-line text. Never throws, whatever was thrown.
+ */
+function detail(err: unknown): string {
+  try {
+    if (err instanceof Error && typeof err.stack === "string" && err.stack !== "") return err.stack;
+  } catch {}
+  return errorText(err);
+}
 
 /** sd_notify(3) when run by systemd with Type=notify (NOTIFY_SOCKET set). */
 function sdNotify(state: string): void {
@@ -49,8 +54,26 @@ export class Lifecycle {
   private startFailure: DaemonError | undefined;
   private announced = false;
   private stopped: (() => void) | undefined;
+  /** The first SIGTERM/SIGINT received; a stop signal after it ends the process at once. */
+  private stopSignal: string | undefined;
+  /** The reload hook running now, for the log when a stop cuts it off. */
+  private reloadHook: string | undefined;
 
   constructor(private readonly o: LifecycleOptions) {}
+
+  /** `"fnName"`, or `#n` by position among the hooks of its event; taken before the hook runs, as it may unregister itself. */
+  private label(reg: Registration): string {
+    let name: unknown;
+    try {
+      name = reg.fn.name;
+    } catch {}
+    return typeof name === "string" && name !== "" ? `"${name}"` : `#${this.list(reg.event).indexOf(reg) + 1}`;
+  }
+
+  /** Still registered: a hook unregistered before its turn does not run. */
+  private registered(reg: Registration): boolean {
+    return this.o.hooks.includes(reg);
+  }
 
   private ctx(): HookContext<any> {
     return {
@@ -59,7 +82,7 @@ export class Lifecycle {
       signal: this.controller.signal,
       mode: this.o.mode,
       pid: process.pid,
-      args: this.o.args,
+      args: this.o.args as HookContext<any>["args"],
       stop: (reason?: string) => this.stop(reason),
     };
   }
@@ -85,9 +108,14 @@ export class Lifecycle {
     this.install();
     let firstNotStarted: Registration | undefined;
     this.o.setPhase("starting");
-    for (let i = 0; ; i++) {
-      const reg = this.list("init")[i];
+    const ran = new Set<Registration>();
+    for (;;) {
+      // Looked up afresh each time, not indexed: a hook may unregister itself
+      // or a later one, or register more (those run after the ones already there).
+      const reg = this.list("init").find((r) => !ran.has(r));
       if (!reg) break;
+      ran.add(reg);
+      const name = this.label(reg);
       if (this.stopReason !== undefined) {
         firstNotStarted = reg;
         break;
@@ -96,15 +124,19 @@ export class Lifecycle {
         const settled = await this.boundedAfterStop(Promise.resolve().then(() => reg.fn(this.ctx())).then(() => true));
         if (settled !== true) {
           // Cut off by the stop: it never finished, so it did not start.
-          this.o.log.warn(`init hook ${label(reg, this.list("init"))} did not finish within ${this.o.shutdownTimeout} ms of ${this.stopReason}`);
+          this.o.log.warn(`init hook ${name} did not finish within ${this.o.shutdownTimeout} ms of ${this.stopReason}`);
           firstNotStarted = reg;
           break;
         }
       } catch (err) {
         firstNotStarted = reg;
-        const where = `init hook ${label(reg, this.list("init"))} failed: ${message(err)}`;
+        const where = `init hook ${name} failed: ${errorText(err)}`;
         this.o.log.error(where);
-        if (err instanceof Error && err.stack) this.o.log.error(err);
+        const trace = detail(err);
+        // A failed `start` shows its user one line (relayed, then the launcher's
+        // summary), not a stack: that waits at debug level (CONSOLA_LEVEL=4).
+        // In the foreground the developer is the user: the stack is shown.
+        if (trace !== errorText(err)) this.o.mode === "daemon" ? this.o.log.debug(trace) : this.o.log.error(trace);
         this.startFailure = new DaemonError("INIT_FAILED", where, { cause: err });
         if (this.stopReason === undefined) {
           this.stopReason = "init failed";
@@ -127,12 +159,14 @@ export class Lifecycle {
     sdNotify(`READY=1\nMAINPID=${process.pid}`);
     this.o.log.info(`ready (pid ${process.pid}, ${this.o.mode})`);
     for (const reg of this.list("ready")) {
+      if (this.stopReason !== undefined) break;
+      if (!this.registered(reg)) continue;
+      const name = this.label(reg);
       try {
         await reg.fn(this.ctx());
       } catch (err) {
-        this.o.log.error(`ready hook ${label(reg, this.list("ready"))} failed:`, err);
+        this.o.log.error(`ready hook ${name} failed: ${detail(err)}`);
       }
-      if (this.stopReason !== undefined) break;
     }
     if (this.reloadPending && this.stopReason === undefined) this.reload();
     return new Promise<never>(() => {});
@@ -156,23 +190,31 @@ export class Lifecycle {
       this.reloadPending = true;
       return;
     }
-    this.reloading = (async () => {
+    // Cleared in a callback, never inside the run: a run whose hooks all
+    // throw synchronously completes before this assignment, and clearing it
+    // there would leave `reloading` set for ever (no reload would run again).
+    const run = async () => {
       do {
         this.reloadPending = false;
         sdNotify("RELOADING=1");
         this.o.log.info("reloading");
         for (const reg of this.list("reload")) {
           if (this.stopReason !== undefined) break;
+          if (!this.registered(reg)) continue;
+          this.reloadHook = this.label(reg);
           try {
             await reg.fn(this.ctx());
           } catch (err) {
-            this.o.log.error(`reload hook ${label(reg, this.list("reload"))} failed; keeping the previous state:`, err);
+            this.o.log.error(`reload hook ${this.reloadHook} failed; keeping the previous state: ${detail(err)}`);
           }
+          this.reloadHook = undefined;
         }
         sdNotify("READY=1");
       } while (this.reloadPending && this.stopReason === undefined);
+    };
+    this.reloading = run().finally(() => {
       this.reloading = undefined;
-    })();
+    });
   }
 
   /** Wait for `p`; once a stop is requested, wait at most the shutdown timeout more. */
@@ -204,12 +246,18 @@ export class Lifecycle {
     sdNotify("STOPPING=1");
     const reason = this.stopReason ?? "stop";
     this.o.log.info(`stopping (${reason})`);
-    if (this.reloading) await this.boundedAfterStop(this.reloading).catch(() => {});
+    if (this.reloading) {
+      const finished = await this.boundedAfterStop(this.reloading.then(() => true)).catch(() => true);
+      if (finished !== true) {
+        this.o.log.warn(`reload hook ${this.reloadHook ?? "(unknown)"} did not finish within ${this.o.shutdownTimeout} ms of ${reason}; shutting down without it`);
+      }
+    }
     const hooks = this.list("shutdown").filter(eligible).reverse();
     const ctx: ShutdownContext<any> = { ...this.ctx(), reason };
     let failed = false;
     for (const reg of hooks) {
-      const name = label(reg, this.list("shutdown"));
+      if (!this.registered(reg)) continue;
+      const name = this.label(reg);
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<"timeout">((r) => {
         timer = setTimeout(() => r("timeout"), this.o.shutdownTimeout);
@@ -222,7 +270,7 @@ export class Lifecycle {
         }
       } catch (err) {
         failed = true;
-        this.o.log.error(`shutdown hook ${name} failed:`, err);
+        this.o.log.error(`shutdown hook ${name} failed: ${detail(err)}`);
       } finally {
         clearTimeout(timer);
       }
@@ -247,31 +295,29 @@ export class Lifecycle {
     // A daemon lives until told to stop, even with nothing left to wait for.
     setInterval(() => {}, 2 ** 30);
     const onStopSignal = (sig: "SIGTERM" | "SIGINT", num: number) => () => {
-      if (this.stopReason !== undefined) {
+      // Only a second stop *signal* means "now": a shutdown begun by
+      // ctx.stop() or a fatal error still gets its hooks on the first one.
+      if (this.stopSignal !== undefined) {
         this.o.log.warn(`${sig} during shutdown: exiting now`);
         this.releaseLock();
         if (this.o.stage && !this.o.stage.settled) this.o.stage.fail(new DaemonError("INIT_FAILED", `killed by a second ${sig} before it was ready`), 128 + num);
         process.exit(128 + num);
       }
+      this.stopSignal = sig;
+      if (this.stopReason !== undefined) this.o.log.info(`${sig} while stopping (${this.stopReason}); another stop signal exits at once`);
       this.stop(sig);
     };
     process.on("SIGTERM", onStopSignal("SIGTERM", 15));
     process.on("SIGINT", onStopSignal("SIGINT", 2));
     process.on("SIGHUP", () => this.reload());
-    if (this.o.mode === "daemon") {
-      process.on("SIGUSR1", () => {
-        try {
-          this.o.stage?.reopenLog();
-          this.o.log.info("log file reopened");
-        } catch (err) {
-          this.o.log.error(`cannot reopen the log file; still writing to the old one: ${message(err)}`);
-        }
-      });
-    }
+    // In every mode: logrotate's postrotate sends SIGUSR1 to whatever the PID
+    // file names, and unhandled it would kill the process.
+    process.on("SIGUSR1", () => this.reopenLog());
+    keepOutputErrorsHarmless(this.o.log);
     const fatal = (kind: string) => (err: unknown) => {
-      this.o.log.error(`${kind}:`, err);
+      this.o.log.error(`${kind}: ${detail(err)}`);
       if (this.state === "starting" && !this.startFailure) {
-        this.startFailure = new DaemonError("INIT_FAILED", `${kind} during init: ${message(err)}`, { cause: err });
+        this.startFailure = new DaemonError("INIT_FAILED", `${kind} during init: ${errorText(err)}`, { cause: err });
       }
       if (this.stopReason === undefined) this.stop(kind, 1);
       else this.exitCode ||= 1;
@@ -282,5 +328,16 @@ export class Lifecycle {
     process.once("exit", () => this.releaseLock());
     // Only now may the PID file name us: a SIGHUP before the handler existed would kill us.
     writePid(this.o.lock, process.pid);
+  }
+
+  /** SIGUSR1: reopen the log file after logrotate moved it; say so only if there was one to reopen. */
+  private reopenLog(): void {
+    try {
+      // Only when a log file was reopened (none given, or SIGUSR1 before ready: false).
+      if (this.o.stage?.reopenLog()) this.o.log.info("log file reopened");
+      else this.o.log.debug(`SIGUSR1: no log file to reopen (${this.o.mode === "daemon" ? "none given, or not ready yet" : "the foreground logs to stderr"})`);
+    } catch (err) {
+      this.o.log.error(`cannot reopen the log file; still writing to the old one: ${errorText(err)}`);
+    }
   }
 }

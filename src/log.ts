@@ -6,6 +6,7 @@
  */
 import { writeSync } from "node:fs";
 import { formatWithOptions } from "node:util";
+import { errorText } from "./errors.ts";
 import { createConsola, LogLevels, type ConsolaInstance, type ConsolaReporter, type LogObject } from "consola/core";
 
 export type Logger = ConsolaInstance;
@@ -13,7 +14,13 @@ export type Logger = ConsolaInstance;
 function reporter(timestamps: boolean): ConsolaReporter {
   return {
     log(obj: LogObject) {
-      const text = formatWithOptions({ colors: false, breakLength: Infinity }, ...obj.args);
+      let text: string;
+      try {
+        text = formatWithOptions({ colors: false, breakLength: Infinity }, ...obj.args);
+      } catch {
+        // An argument that cannot be shown (a Proxy that throws on every trap) must not make logging throw.
+        text = obj.args.map((a) => errorText(a)).join(" ");
+      }
       const tag = obj.tag ? ` [${obj.tag}]` : "";
       const when = timestamps ? `${obj.date.toISOString()} ` : "";
       const line = `${when}[${obj.type}]${tag} ${text}\n`;
@@ -24,6 +31,26 @@ function reporter(timestamps: boolean): ConsolaReporter {
       }
     },
   };
+}
+
+/**
+ * A failed write through process.stdout/stderr (a full disk under the log
+ * file: ENOSPC; a closed pipe: EPIPE) is not thrown to the writer: it comes
+ * back later as an 'error' event on the stream, which unhandled becomes an
+ * uncaught exception and would stop the daemon. Output is never worth the
+ * daemon: drop what cannot be written and say so, once per errno (console.*
+ * and this logger already drop such writes by themselves).
+ */
+export function keepOutputErrorsHarmless(log: Logger): void {
+  for (const [name, stream] of [["stdout", process.stdout], ["stderr", process.stderr]] as const) {
+    let said: string | undefined;
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      const code = typeof err?.code === "string" ? err.code : "error";
+      if (said === code) return;
+      said = code;
+      log.warn(`cannot write to ${name} (${code}); dropping that output`);
+    });
+  }
 }
 
 /**

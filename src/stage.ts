@@ -52,8 +52,12 @@ export interface DaemonHandle {
    * to `graceMs`, so it waits that long before it resorts to SIGKILL.
    */
   stopping(graceMs: number): void;
-  /** Reopen the log file (after logrotate moved it). No-op without --log-file. */
-  reopenLog(): void;
+  /**
+   * Reopen the log file (after logrotate moved it). True when it was
+   * reopened; false when there was none to reopen: no --log-file, or not
+   * ready yet (until then output goes to the launcher, not the file).
+   */
+  reopenLog(): boolean;
   /** True once ready() or fail() has been called. */
   readonly settled: boolean;
 }
@@ -110,7 +114,7 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
   } catch (err) {
     throw new DaemonError(
       "STAGE",
-      `started as a daemon stage without a launcher (${(err as Error).message}); run the program without a bun-daemon argv[0]`,
+      `started as a daemon stage without a launcher (${errorText(err)}); run the program without a bun-daemon argv[0]`,
       { cause: err },
     );
   }
@@ -126,6 +130,8 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
   setProcessName(opts.name);
 
   let settled = false;
+  // Output moves to the log file at ready() only: fail() settles without it.
+  let isReady = false;
   // After READY the pipe is closed at once; otherwise it stays open until
   // this process exits, so its closing tells the launcher we are gone.
   const send = (frame: Uint8Array, close = false) => {
@@ -163,6 +169,7 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
     ready() {
       if (settled) return;
       settled = true;
+      isReady = true;
       const target = logFd >= 0 ? logFd : openFile("/dev/null", O_RDWR | O_NOCTTY, 0, "STAGE", "open /dev/null");
       // A read end of the startup pipe, opened before our own write ends move away.
       let pipeRead = -1;
@@ -181,11 +188,12 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
       if (!settled) send(encodeJson(FRAME_STOPPING, { graceMs: Math.ceil(graceMs) }));
     },
     reopenLog() {
-      if (opts.logFile === undefined || !settled) return;
+      if (opts.logFile === undefined || !isReady) return false;
       const fresh = openLog(opts.logFile);
       // Every fd on the old file, logFd included, now points at the new one.
       redirectAll(fdTarget(1), fresh);
       closeFd(fresh);
+      return true;
     },
   };
   return handle;

@@ -1,12 +1,44 @@
-import type { ArgsDef, ParsedArgs } from "citty";
+import type { ArgDef, ArgsDef } from "citty";
 import type { Logger } from "./log.ts";
 
 export type HookName = "init" | "ready" | "reload" | "shutdown";
 /** How the daemon runs: detached by `start`, or attached by `run`. */
 export type Mode = "daemon" | "foreground";
 
+type ArgValue<D extends ArgDef> = D extends { type: "boolean" }
+  ? boolean
+  : D extends { type: "enum"; options: readonly (infer O)[] }
+    ? O
+    : string;
+/** Present whenever the option has a default or is required, as citty parses it. */
+type ParsedValue<D extends ArgDef> = D extends { default: string | boolean } | { required: true } ? ArgValue<D> : ArgValue<D> | undefined;
+
+type Camel<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
+type AliasesOf<D> = D extends { alias: infer L } ? (L extends readonly string[] ? L[number] : L & string) : never;
+
+/**
+ * `ctx.args`: the app's own options, typed from its ArgsDef, under every
+ * key the parser fills (the name, its camelCase form, its aliases), and `_`,
+ * the words left over. Unlike citty's ParsedArgs it has no index signature,
+ * so a misspelled option does not type-check.
+ */
+export type DaemonArgs<A extends ArgsDef = {}> = { readonly _: string[] } & {
+  readonly [K in keyof A & string as K | Camel<K> | AliasesOf<A[K]>]: ParsedValue<A[K]>;
+};
+
+/**
+ * The app's ArgsDef of `D`: a daemon's type (`typeof daemon`), or an ArgsDef
+ * itself. Used as `onInit<typeof daemon>(...)` by hooks registered outside
+ * `daemon.on()`.
+ */
+export type ArgsOf<D> = D extends { readonly config: { readonly args?: infer A } }
+  ? NonNullable<A> extends ArgsDef ? NonNullable<A> : {}
+  : D extends ArgsDef
+    ? D
+    : never;
+
 /** What every hook receives. */
-export interface HookContext<A extends ArgsDef = ArgsDef> {
+export interface HookContext<A extends ArgsDef = {}> {
   /** The daemon's name. */
   readonly name: string;
   /** consola logger tagged with the name; stderr in the foreground, the log file (or nothing) once detached. */
@@ -15,14 +47,14 @@ export interface HookContext<A extends ArgsDef = ArgsDef> {
   readonly signal: AbortSignal;
   readonly mode: Mode;
   readonly pid: number;
-  /** Parsed command-line arguments, including the app's own `args`. */
-  readonly args: ParsedArgs<A>;
+  /** Parsed command-line arguments: the app's own `args`, typed by name. */
+  readonly args: DaemonArgs<A>;
   /** Begin shutdown from inside (same as SIGTERM). */
   stop(reason?: string): void;
 }
 
 /** Shutdown hooks also learn why. */
-export interface ShutdownContext<A extends ArgsDef = ArgsDef> extends HookContext<A> {
+export interface ShutdownContext<A extends ArgsDef = {}> extends HookContext<A> {
   /** "SIGTERM", "SIGINT", "stop() called", "init failed", "uncaught exception", … */
   readonly reason: string;
 }

@@ -99,6 +99,16 @@ describe("the launcher's wait", () => {
   }, 90_000);
 });
 
+describe("what a failed start shows (item 34)", () => {
+  test("an init error is one relayed log line and the launcher's summary, no stack trace", async () => {
+    const { pidFile } = fresh();
+    const r = await runTracked([BUN, join(ROOT, "test/fixtures/app.ts"), "start", "--pid-file", pidFile], { APP_INIT: "throw" });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`app: failed to start: init hook "first" failed: config missing: /etc/app.conf`);
+    expect(r.stderr).not.toContain("    at ");
+  }, 30_000);
+});
+
 describe("exit statuses (item 15)", () => {
   test("a daemon that exits 3 at import makes start exit 3", async () => {
     const { pidFile } = fresh();
