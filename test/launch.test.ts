@@ -85,8 +85,8 @@ describe("the launcher's wait", () => {
   const strace = Bun.which("strace");
   test.skipIf(!strace)("a child that hangs between fork and exec is detected, killed and retried; start fails cleanly (item 10)", async () => {
     const { pidFile, events } = fresh();
-    // Every grandchild's umask(2) (only the grandchild calls it) is delayed 12 s: past the launcher's bound.
-    const r = await runTracked([strace!, "-f", "-qq", "-o", "/dev/null", "-e", "trace=umask", "-e", "inject=umask:delay_enter=12000000:when=1", BUN, APP, "start", "--pid-file", pidFile], { L_EVENTS: events });
+    // Every grandchild's umask(2) (only the grandchild calls it) is delayed 6 s: past the launcher's bound (2 s and a bit).
+    const r = await runTracked([strace!, "-f", "-qq", "-o", "/dev/null", "-e", "trace=umask", "-e", "inject=umask:delay_enter=6000000:when=1", BUN, APP, "start", "--pid-file", pidFile], { L_EVENTS: events });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("launch: the forked child hung before exec (grandchild pid");
     expect(r.stderr).toContain("killed it, forking again");
