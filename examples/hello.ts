@@ -6,40 +6,21 @@
  *   bun run examples/hello.ts status
  *   bun run examples/hello.ts reload
  *   bun run examples/hello.ts stop
+ *
+ * This entry stays small: it names the daemon, its options and its app
+ * module. Only the daemon (or `run`) loads ./hello-app.ts; `start`'s
+ * launcher, `status`, `stop`, `reload` and `--help` never do.
  */
 import { defineDaemon } from "../src/index.ts";
 
-const daemon = defineDaemon({
+export const daemon = defineDaemon({
   name: "hello",
   description: "says hello over HTTP",
   args: {
     port: { type: "string", description: "TCP port to listen on", default: "8080" },
     host: { type: "string", description: "address to bind", default: "127.0.0.1" },
   },
-});
-
-let server: ReturnType<typeof Bun.serve> | undefined;
-let reloads = 0;
-
-daemon.on("init", async function listen(ctx) {
-  server = Bun.serve({
-    hostname: String(ctx.args.host),
-    port: Number(ctx.args.port),
-    fetch: () => new Response(`hello from ${process.pid}\n`),
-  });
-  ctx.log.info(`init: listening on http://${server.hostname}:${server.port}`);
-});
-
-daemon.on("ready", (ctx) => ctx.log.info(`ready: pid ${ctx.pid}, ${ctx.mode} mode`));
-
-daemon.on("reload", (ctx) => {
-  reloads++;
-  ctx.log.info(`reload #${reloads}`);
-});
-
-daemon.on("shutdown", async function close(ctx) {
-  ctx.log.info(`shutdown: ${ctx.reason}`);
-  await server?.stop();
+  app: () => import("./hello-app.ts"),
 });
 
 await daemon.main();

@@ -77,6 +77,7 @@ export function defineDaemon<const A extends ArgsDef = {}>(config: DaemonConfig<
         shutdownTimeout: config.shutdownTimeout ?? 10_000,
         lock,
         ...(stage ? { stage } : {}),
+        ...(config.app ? { load: config.app } : {}),
         setPhase: (p) => {
           phase = p;
         },

@@ -23,6 +23,8 @@ export interface LifecycleOptions {
   stage?: DaemonHandle;
   /** Marks registrations made while init runs. */
   setPhase(phase: "starting" | "other"): void;
+  /** DaemonConfig.app: loads the app's modules before init. */
+  load?: () => unknown;
 }
 
 type State = "starting" | "running" | "stopping";
@@ -107,6 +109,10 @@ export class Lifecycle {
   async run(): Promise<never> {
     this.install();
     let firstNotStarted: Registration | undefined;
+    if (this.o.load && !(await this.loadApp())) {
+      // Nothing had started: no shutdown hook belongs to what ran.
+      await this.shutdown(() => false);
+    }
     this.o.setPhase("starting");
     const ran = new Set<Registration>();
     for (;;) {
@@ -130,20 +136,7 @@ export class Lifecycle {
         }
       } catch (err) {
         firstNotStarted = reg;
-        const where = `init hook ${name} failed: ${errorText(err)}`;
-        this.o.log.error(where);
-        const trace = detail(err);
-        // A failed `start` shows its user one line (relayed, then the launcher's
-        // summary), not a stack: that waits at debug level (CONSOLA_LEVEL=4).
-        // In the foreground the developer is the user: the stack is shown.
-        if (trace !== errorText(err)) this.o.mode === "daemon" ? this.o.log.debug(trace) : this.o.log.error(trace);
-        this.startFailure = new DaemonError("INIT_FAILED", where, { cause: err });
-        if (this.stopReason === undefined) {
-          this.stopReason = "init failed";
-          this.announceStopping();
-          this.controller.abort(this.stopReason);
-        }
-        this.exitCode = 1;
+        this.failStart(`init hook ${name} failed`, err);
         break;
       }
     }
@@ -170,6 +163,42 @@ export class Lifecycle {
     }
     if (this.reloadPending && this.stopReason === undefined) this.reload();
     return new Promise<never>(() => {});
+  }
+
+  /**
+   * Load the app (DaemonConfig.app). Hooks its modules register at import are
+   * registered before init, not during it. False when it failed (the start
+   * fails, as with a throwing init hook) or a stop cut it off.
+   */
+  private async loadApp(): Promise<boolean> {
+    try {
+      const done = await this.boundedAfterStop(Promise.resolve().then(() => this.o.load!()).then(() => true));
+      if (done === true && this.stopReason === undefined) return true;
+      if (done !== true) this.o.log.warn(`loading the app did not finish within ${this.o.shutdownTimeout} ms of ${this.stopReason}`);
+      this.startFailure = new DaemonError("INIT_FAILED", `stopped by ${this.stopReason} before it was ready`);
+    } catch (err) {
+      this.failStart("loading the app failed", err);
+    }
+    this.exitCode = 1;
+    return false;
+  }
+
+  /** Init (or loading the app) threw: the start fails with `what` and the error's text. */
+  private failStart(what: string, err: unknown): void {
+    const where = `${what}: ${errorText(err)}`;
+    this.o.log.error(where);
+    const trace = detail(err);
+    // A failed `start` shows its user one line (relayed, then the launcher's
+    // summary), not a stack: that waits at debug level (CONSOLA_LEVEL=4).
+    // In the foreground the developer is the user: the stack is shown.
+    if (trace !== errorText(err)) this.o.mode === "daemon" ? this.o.log.debug(trace) : this.o.log.error(trace);
+    this.startFailure = new DaemonError("INIT_FAILED", where, { cause: err });
+    if (this.stopReason === undefined) {
+      this.stopReason = "init failed";
+      this.announceStopping();
+      this.controller.abort(this.stopReason);
+    }
+    this.exitCode = 1;
   }
 
   /**

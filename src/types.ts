@@ -83,6 +83,16 @@ export interface DaemonConfig<A extends ArgsDef = ArgsDef> {
   umask?: number;
   /** Working directory of the detached daemon. Default "/". */
   cwd?: string;
+  /**
+   * Loads the app, e.g. `() => import("./app.ts")`, whose modules register
+   * their hooks with onInit() & co. Called only in the process that runs the
+   * hooks (the daemon, or `run` in the foreground), after its signal
+   * handlers are installed and before the init hooks: the launcher, the
+   * control commands and --help never load it, so they cost what the entry
+   * file costs. A throw or rejection fails the start as a throwing init hook
+   * does. Default: none (hooks are registered in the entry file).
+   */
+  app?: () => unknown;
   init?: Hook<HookContext<A>>;
   ready?: Hook<HookContext<A>>;
   reload?: Hook<HookContext<A>>;

@@ -13,7 +13,7 @@ const dir = tempDir();
 const BIN = join(dir, "hello");
 
 beforeAll(async () => {
-  const r = await run([BUN, "build", "--compile", HELLO, "--outfile", BIN]);
+  const r = await run([BUN, "build", "--compile", "--splitting", "--bytecode", "--format=esm", HELLO, "--outfile", BIN]);
   if (r.code !== 0) throw new Error(`bun build --compile failed: ${r.stderr}`);
 }, 120_000);
 

@@ -23,12 +23,19 @@ interface PackResult {
 let packed: PackResult;
 let leftInRepo: string[] = [];
 
-/** The first ```ts block under "## Writing a daemon": what a new user copies. */
-function readmeExample(): string {
+/**
+ * The ```ts blocks under "## Writing a daemon" (up to the next section):
+ * what a new user copies. Each opens with a `// FILE.ts: ...` comment
+ * naming its file, as the entry and its app module do.
+ */
+function readmeExample(): Array<{ file: string; code: string }> {
   const readme = readFileSync(join(ROOT, "README.md"), "utf8");
-  const m = /^## Writing a daemon\n[\s\S]*?^```ts\n([\s\S]*?)^```$/m.exec(readme);
-  if (!m) throw new Error('README.md: no ```ts block under "## Writing a daemon"');
-  return m[1]!;
+  const start = readme.indexOf("\n## Writing a daemon\n");
+  if (start < 0) throw new Error('README.md: no "## Writing a daemon" section');
+  const section = readme.slice(start + 1, readme.indexOf("\n## ", start + 1));
+  const blocks = [...section.matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((m) => m[1]!);
+  if (blocks.length === 0) throw new Error('README.md: no ```ts block under "## Writing a daemon"');
+  return blocks.map((code, i) => ({ file: /^\/\/ ([\w.-]+\.ts)\b/.exec(code)?.[1] ?? `example${i}.ts`, code }));
 }
 
 function link(name: string): void {
@@ -71,7 +78,7 @@ beforeAll(async () => {
     type: "module",
     dependencies: { "bun-daemon": `file:${join(dir, packed.filename)}` },
   }));
-  writeFileSync(join(consumer, "index.ts"), readmeExample());
+  for (const { file, code } of readmeExample()) writeFileSync(join(consumer, file), code);
   for (const c of CONFIGS) copyFileSync(join(FIXTURES, c), join(consumer, c));
 }, 180_000);
 

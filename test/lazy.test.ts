@@ -1,0 +1,87 @@
+/**
+ * Issue 7: with `app: () => import(...)`, only the process that runs the
+ * hooks evaluates the app. The launcher, status, stop, reload, restart's
+ * stop half and --help never do, under `bun run` and as a compiled binary.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { alive, BUN, cleanupProcesses, ROOT, run, startedPid, tempDir, track, waitFor } from "./helpers.ts";
+
+cleanupProcesses();
+const dir = tempDir("bd-lazy-");
+const ENTRY = join(ROOT, "test/fixtures/lazy/entry.ts");
+const BIN = join(dir, "lazy-bin");
+let n = 0;
+const fresh = () => {
+  n++;
+  return { pidFile: join(dir, `z${n}.pid`), marker: join(dir, `z${n}.marker`) };
+};
+const loads = (marker: string) => (existsSync(marker) ? readFileSync(marker, "utf8").split("\n").filter(Boolean) : []);
+
+beforeAll(async () => {
+  const b = await run([BUN, "build", "--compile", "--splitting", "--bytecode", "--format=esm", ENTRY, "--outfile", BIN], { timeoutMs: 120_000 });
+  if (b.code !== 0) throw new Error(`bun build --compile --splitting failed: ${b.stderr}`);
+}, 120_000);
+afterAll(() => rmSync(BIN, { force: true }));
+
+for (const style of ["bun run", "compiled (--splitting)"] as const) {
+  const cmd = (...args: string[]) => (style === "bun run" ? [BUN, "run", ENTRY, ...args] : [BIN, ...args]);
+
+  describe(`${style}: the app is loaded only where hooks run`, () => {
+    test("start, status, reload, restart, stop and --help never evaluate the app; the daemon does, once", async () => {
+      const { pidFile, marker } = fresh();
+      const env = { LAZY_MARKER: marker };
+      const r = await run(cmd("start", "--pid-file", pidFile), { env });
+      const pid = track(startedPid(r.stdout))!;
+      expect(r.code).toBe(0);
+      expect(loads(marker)).toEqual([`bun-daemon:stage ${pid}`]);
+      for (const args of [["status", "--pid-file", pidFile], ["--pid-file", pidFile, "reload"], ["--help"], ["stop", "--help"], ["--version"]]) {
+        expect((await run(cmd(...args), { env })).code).toBe(0);
+      }
+      expect(loads(marker)).toEqual([`bun-daemon:stage ${pid}`]);
+      const again = await run(cmd("restart", "--pid-file", pidFile), { env });
+      const second = track(startedPid(again.stdout))!;
+      expect(again.code).toBe(0);
+      expect(alive(pid)).toBe(false);
+      // Only the new daemon loaded it: not restart's launcher, not its stop.
+      expect(loads(marker)).toEqual([`bun-daemon:stage ${pid}`, `bun-daemon:stage ${second}`]);
+      const stop = await run(cmd("--pid-file", pidFile, "stop"), { env });
+      expect(stop).toMatchObject({ code: 0, stdout: `stopped lazy (pid ${second})\n` });
+      expect(loads(marker)).toHaveLength(2);
+    }, 60_000);
+
+    test("hooks the app module registers run, with typed options (a port given before the command word)", async () => {
+      const { pidFile } = fresh();
+      const port = 31000 + Math.floor(Math.random() * 8000);
+      const r = await run(cmd("-p", String(port), "start", "--pid-file", pidFile));
+      const pid = track(startedPid(r.stdout))!;
+      expect(r.code).toBe(0);
+      expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe(`lazy ${pid}\n`);
+      expect((await run(cmd("stop", "--pid-file", pidFile))).code).toBe(0);
+    }, 30_000);
+
+    test("run (foreground) loads the app in its own process", async () => {
+      const { pidFile, marker } = fresh();
+      const proc = Bun.spawn(cmd("run", "--pid-file", pidFile), { env: { ...process.env, LAZY_MARKER: marker }, stdout: "ignore", stderr: "pipe" });
+      track(proc.pid);
+      expect(await waitFor(() => loads(marker).length === 1 && existsSync(pidFile))).toBe(true);
+      expect(loads(marker)[0]!.split(" ")[1]).toBe(String(proc.pid));
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+    }, 30_000);
+
+    test("an app that throws at import: start fails with the app's error and a non-zero exit, nothing left", async () => {
+      const { pidFile } = fresh();
+      const r = await run(cmd("start", "--pid-file", pidFile), { env: { LAZY_THROW: "1" } });
+      track(startedPid(r.stdout));
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("lazy: failed to start: loading the app failed: app failed at import: cannot read /etc/lazy.conf");
+      expect(r.stderr).not.toContain("    at ");
+      expect(existsSync(pidFile)).toBe(false);
+      const exit = await run(cmd("start", "--pid-file", pidFile), { env: { LAZY_EXIT: "5" } });
+      expect(exit.code).toBe(5);
+      expect(existsSync(pidFile)).toBe(false);
+    }, 30_000);
+  });
+}
