@@ -9,9 +9,7 @@ import { parseArgv, type CliOptions, type ParsedArgv } from "./argv.ts";
 import type { DaemonInternals } from "./daemon.ts";
 import { resolveOptions } from "./daemonize.ts";
 import { DaemonError } from "./errors.ts";
-import { helpText } from "./help.ts";
-import { acquirePidFile } from "./pidfile.ts";
-import { enterStage, isDaemonStage } from "./stage.ts";
+import { isDaemonStage } from "./marker.ts";
 import type { DaemonConfig } from "./types.ts";
 
 function options(config: DaemonConfig, cli: CliOptions) {
@@ -45,7 +43,7 @@ function report(name: string, err: unknown): number {
 /** The daemon stage: whatever the launcher's command was (start, restart, --daemon), this process is the daemon. */
 async function stage(config: DaemonConfig, d: DaemonInternals, p: ParsedArgv): Promise<void> {
   const o = options(config, p.cli);
-  const handle = enterStage(o, true);
+  const handle = (await import("./stage.ts")).enterStage(o, true);
   try {
     await d.run("daemon", p.app, handle.pidFile, handle);
   } catch (err) {
@@ -60,7 +58,7 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
     const p = parseArgv(argv, config.args ?? {});
     if (isDaemonStage()) return await stage(config, d, p);
     if (p.cli.help) {
-      writeSync(1, helpText(config, p.explicit ? p.command : undefined));
+      writeSync(1, (await import("./help.ts")).helpText(config, p.explicit ? p.command : undefined));
       return exit(0);
     }
     if (p.cli.version) {
@@ -74,7 +72,7 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
     switch (p.command) {
       case "run":
         if (p.cli.daemon) return void (await launch());
-        return void (await d.run("foreground", p.app, acquirePidFile(o.pidFile)));
+        return void (await d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile)));
       case "start":
         return void (await launch());
       case "stop":

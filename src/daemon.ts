@@ -1,6 +1,5 @@
 /** defineDaemon(): the framework object an app builds its daemon from. */
 import type { ArgsDef } from "citty";
-import { runCli } from "./cli.ts";
 import { DaemonError } from "./errors.ts";
 import { adopt, enlist, type HookOwner, type Registration } from "./hooks.ts";
 import { checkAppArgs } from "./argv.ts";
@@ -98,7 +97,8 @@ export function defineDaemon<const A extends ArgsDef = {}>(config: DaemonConfig<
         return Promise.reject(new DaemonError("ALREADY_CALLED", `main() already called${which}; a process runs one daemon, and its main() once`));
       }
       mainOf = config.name;
-      return runCli(config as DaemonConfig, internals, argv);
+      // The CLI loads on first use: importing bun-daemon costs what defining a daemon needs.
+      return import("./cli.ts").then(({ runCli }) => runCli(config as DaemonConfig, internals, argv));
     },
     stop(reason) {
       lifecycle?.stop(reason);

@@ -6,8 +6,9 @@
 import { resolve } from "node:path";
 import { MAX_MS } from "./argv.ts";
 import { DaemonError } from "./errors.ts";
+import { isDaemonStage } from "./marker.ts";
 import { checkName, defaultPidFile } from "./paths.ts";
-import { isDaemonStage, type DaemonHandle } from "./stage.ts";
+import type { DaemonHandle } from "./stage.ts";
 
 export type { DaemonHandle } from "./stage.ts";
 

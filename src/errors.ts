@@ -1,4 +1,3 @@
-import { constants } from "node:os";
 
 /**
  * One code per step that can fail. Callers and the CLI branch on `code`;
@@ -36,12 +35,13 @@ export interface DaemonErrorOptions {
   exitCode?: number;
 }
 
-const errnoNames = new Map<number, string>(
-  Object.entries(constants.errno).map(([name, n]) => [n as number, name]),
-);
+// Built on first use, not at import: importing bun-daemon must cost next to nothing.
+let errnoNames: Map<number, string> | undefined;
+const errnoNumbers = (): Record<string, number> => (require("node:os") as typeof import("node:os")).constants.errno as Record<string, number>;
 
 /** `ENOENT` for 2, `errno 999` for numbers the platform does not name. */
 export function errnoName(errno: number): string {
+  errnoNames ??= new Map(Object.entries(errnoNumbers()).map(([name, n]) => [n, name]));
   return errnoNames.get(errno) ?? `errno ${errno}`;
 }
 
@@ -133,7 +133,7 @@ export function syscallError(
 /** Errors thrown by node:fs carry `errno` negative and `code` as a name. */
 export function fromNodeError(code: DaemonErrorCode, step: string, err: unknown, path?: string): DaemonError {
   const e = err as NodeJS.ErrnoException;
-  const errno = typeof e?.code === "string" ? (constants.errno as Record<string, number>)[e.code] : undefined;
+  const errno = typeof e?.code === "string" ? errnoNumbers()[e.code] : undefined;
   if (errno !== undefined) return syscallError(code, step, e.syscall ?? "open", errno, path ?? e.path);
   return new DaemonError(code, `${step}: ${e?.message ?? String(err)}`, path === undefined ? { cause: err } : { path, cause: err });
 }

@@ -44,6 +44,7 @@ const symbols = {
 } as const;
 
 type Lib = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
+type Name = keyof typeof symbols;
 
 let lib: Lib | undefined;
 let errnoPtr: Pointer | undefined;
@@ -69,16 +70,30 @@ export function libcPath(): string {
   throw new DaemonError("UNSUPPORTED_PLATFORM", "no libc.so.6 or ld-musl found in /proc/self/maps");
 }
 
-/** The loaded libc symbols; loads on first call. */
+/**
+ * The libc symbols, each bound on first use: binding one costs a compiled
+ * trampoline (about 40 µs), and `status` needs a handful of the 35. The
+ * first call finds libc and fails with LIBC or UNSUPPORTED_PLATFORM; code
+ * that must not bind after a fork (the launcher's children) reads every
+ * symbol it calls before forking.
+ */
 export function libc(): Lib {
   if (lib) return lib;
   const path = libcPath();
-  try {
-    lib = dlopen(path, symbols).symbols;
-  } catch (err) {
-    throw new DaemonError("LIBC", `cannot load libc symbols from ${path}: ${errorText(err)}`, { path, cause: err });
+  const bound: Partial<Record<Name, unknown>> = {};
+  const bind = (name: Name) => {
+    try {
+      return (bound[name] = dlopen(path, { [name]: symbols[name] } as Pick<typeof symbols, Name>).symbols[name]);
+    } catch (err) {
+      throw new DaemonError("LIBC", `cannot load ${name} from ${path}: ${errorText(err)}`, { path, cause: err });
+    }
+  };
+  const table = {} as Lib;
+  for (const name of Object.keys(symbols) as Name[]) {
+    Object.defineProperty(table, name, { enumerable: true, get: () => bound[name] ?? bind(name) });
   }
-  errnoPtr = lib.__errno_location() as Pointer;
+  errnoPtr = table.__errno_location() as Pointer;
+  lib = table;
   return lib;
 }
 

@@ -18,9 +18,9 @@ import { acquirePidFile, releasePidFile, type PidFileLock } from "./pidfile.ts";
 import { dontForkRanges, isAlive, listFds, processState, signalMask } from "./proc.ts";
 import {
   FRAME_EXEC_FAILED, FRAME_FAILED, FRAME_FORK_FAILED, FRAME_PID, FRAME_READY, FRAME_STOPPING, FrameReader, payloadInt,
-  payloadJson, type Frame, type FailureMessage, type StoppingMessage,
+  payloadJson, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type Frame, type FailureMessage, type StoppingMessage,
 } from "./protocol.ts";
-import { STAGE_MARKER, STAGE_PIDFILE_FD, STAGE_STATUS_FD } from "./stage.ts";
+import { STAGE_MARKER } from "./marker.ts";
 
 /** Options of the launcher; all paths absolute. */
 export interface LaunchOptions {

@@ -1,5 +1,3 @@
-import { userInfo } from "node:os";
-import { join } from "node:path";
 import { DaemonError } from "./errors.ts";
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -17,9 +15,10 @@ export function checkName(name: unknown): string {
 
 /** `/run/<name>.pid` for root, else `$XDG_RUNTIME_DIR/<name>.pid`, else `/tmp/<name>-<uid>.pid`. */
 export function defaultPidFile(name: string): string {
-  const uid = process.getuid?.() ?? userInfo().uid;
+  // Linux only (the rest of the library says so): process.getuid exists.
+  const uid = process.getuid!();
   if (uid === 0) return `/run/${name}.pid`;
   const xdg = process.env.XDG_RUNTIME_DIR;
-  if (xdg) return join(xdg, `${name}.pid`);
+  if (xdg) return `${xdg.replace(/\/+$/, "")}/${name}.pid`;
   return `/tmp/${name}-${uid}.pid`;
 }

@@ -28,8 +28,23 @@ export function signalMask(field: "SigIgn" | "SigBlk" | "SigCgt", pid: number | 
 /**
  * Address ranges the runtime marked MADV_DONTFORK (VmFlags "dc"): JSC's JIT
  * region. A fork child loses them and crashes on return into JIT code.
+ * Found in /proc/self/maps as the anonymous rwx mapping, which on Bun 1.4.5
+ * is exactly the "dc" set (test/proc.test.ts holds the two against each
+ * other); reading smaps instead walks every page table (about 1 ms), so it
+ * is only the fallback for when no such mapping shows.
  */
 export function dontForkRanges(): Array<[bigint, bigint]> {
+  const out: Array<[bigint, bigint]> = [];
+  for (const line of readFileSync("/proc/self/maps", "utf8").split("\n")) {
+    // "7fe1...-7fe1... rwxp 00000000 00:00 0" with no path: anonymous.
+    const m = /^([0-9a-f]+)-([0-9a-f]+) rwxp \S+ 00:00 0\s*$/.exec(line);
+    if (m) out.push([BigInt(`0x${m[1]}`), BigInt(`0x${m[2]}`)]);
+  }
+  return out.length > 0 ? out : dontForkRangesFromSmaps();
+}
+
+/** The same from /proc/self/smaps' VmFlags: authoritative, and slow. */
+export function dontForkRangesFromSmaps(): Array<[bigint, bigint]> {
   const out: Array<[bigint, bigint]> = [];
   let cur: [bigint, bigint] | undefined;
   for (const line of readFileSync("/proc/self/smaps", "utf8").split("\n")) {

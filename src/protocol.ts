@@ -4,6 +4,10 @@
  * PIPE_BUF, so each write(2) lands whole even with two writers.
  */
 
+/** Where the daemon stage finds the status pipe and the locked PID file (the launcher puts them there). */
+export const STAGE_STATUS_FD = 3;
+export const STAGE_PIDFILE_FD = 4;
+
 export const FRAME_PID = 1; // intermediate child: the daemon's pid (i32 payload)
 export const FRAME_FORK_FAILED = 2; // intermediate child: errno of the second fork
 export const FRAME_EXEC_FAILED = 3; // grandchild: errno of execve

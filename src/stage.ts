@@ -10,17 +10,10 @@ import {
 } from "./ffi.ts";
 import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import { fdTarget, listFds } from "./proc.ts";
-import { encodeJson, FRAME_FAILED, FRAME_READY, FRAME_STOPPING, type FailureMessage } from "./protocol.ts";
+import { encodeJson, FRAME_FAILED, FRAME_READY, FRAME_STOPPING, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage } from "./protocol.ts";
 
-/** argv[0] of the re-executed program. Its basename must not be "node" or "bunx". */
-export const STAGE_MARKER = "bun-daemon:stage";
-export const STAGE_STATUS_FD = 3;
-export const STAGE_PIDFILE_FD = 4;
+export { isDaemonStage, STAGE_MARKER } from "./marker.ts";
 
-/** True in the process the launcher re-executed as the daemon. */
-export function isDaemonStage(): boolean {
-  return process.argv0 === STAGE_MARKER;
-}
 
 export interface StageOptions {
   name: string;
