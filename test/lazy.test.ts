@@ -85,3 +85,31 @@ for (const style of ["bun run", "compiled (--splitting)"] as const) {
     }, 30_000);
   });
 }
+
+const strace = Bun.which("strace");
+describe.skipIf(!strace)("what the launcher and the control commands load (strace)", () => {
+  const NEVER = /src\/(lifecycle|log)\.ts|node_modules\/(consola|citty)\/|test\/fixtures\/lazy\/app\.ts/;
+  /**
+   * The files the command opened, all its threads (modules load on a thread
+   * of their own); `-b execve` lets go of the daemon at its exec, so the
+   * launcher's opens are traced and the daemon's are not.
+   */
+  const openedBy = async (args: string[]) => {
+    const trace = join(dir, `trace-${++n}`);
+    const r = await run([strace!, "-f", "-b", "execve", "-e", "trace=openat,open", "-o", trace, BUN, ENTRY, ...args]);
+    track(startedPid(r.stdout));
+    const text = readFileSync(trace, "utf8");
+    return { r, files: text.split("\n").filter((l) => !l.includes("ENOENT")).map((l) => /"([^"]+)"/.exec(l)?.[1] ?? "") };
+  };
+
+  test("start's launcher, status, stop and --help open no lifecycle, logger, consola, citty or app module", async () => {
+    const { pidFile } = fresh();
+    const start = await openedBy(["start", "--pid-file", pidFile]);
+    expect(start.r.code).toBe(0);
+    expect(start.files.some((f) => f.endsWith("src/launch.ts"))).toBe(true); // the trace covers the launcher's loading
+    for (const { files } of [start, await openedBy(["status", "--pid-file", pidFile]), await openedBy(["--help"]), await openedBy(["stop", "--pid-file", pidFile])]) {
+      expect(files.filter((f) => NEVER.test(f))).toEqual([]);
+    }
+    expect(existsSync(pidFile)).toBe(false);
+  }, 60_000);
+});
