@@ -191,9 +191,14 @@ class Launcher {
         l._exit(0);
       }
     } catch (err) {
+      if (!this.forked) {
+        // The first fork failed: no child exists, the runtime's own exit is safe.
+        releasePidFile(this.lock);
+        writeSync(2, `${this.opts.name}: ${errorText(err)}\n`);
+        process.exit(err instanceof DaemonError ? err.exitCode || 1 : 1);
+      }
       // After the fork nothing may be left half done: say what broke and
       // stop the daemon below before the PID file can go.
-      if (!this.forked) throw err;
       this.state = "failed";
       this.failure = err instanceof DaemonError ? err : new DaemonError("STAGE", `launcher: ${errorText(err)}`);
     }
@@ -216,7 +221,7 @@ class Launcher {
       const hung = await this.awaitExec(c);
       closeFd(c.execR);
       if (!hung) return;
-      this.killHung(c, hung);
+      this.killHung(c);
       closeFd(c.statusR);
       closeFd(c.outR);
       this.daemonPid = undefined;
@@ -352,7 +357,7 @@ class Launcher {
     return undefined;
   }
 
-  private killHung(c: Children, _why: string): void {
+  private killHung(c: Children): void {
     const victims = new Set([c.pid1, ...(this.daemonPid ? [this.daemonPid] : []), ...childrenOf(process.pid)]);
     for (const pid of victims) sendSignal(pid, SIGKILL);
     const until = performance.now() + 5000;
