@@ -56,12 +56,14 @@ function mountBtrfs(): Fs[] {
   const names = ["btrfs", "btrfs subvolume"];
   const skipAll = (skip: string) => names.map((name) => ({ name, dir: "", skip }));
   if (!isRoot) return skipAll("needs root to loop-mount a btrfs image");
-  if (!sh(["sh", "-c", "command -v mkfs.btrfs"]).ok) return skipAll("btrfs-progs is not installed (no mkfs.btrfs): apt-get install btrfs-progs");
+  // Also where a PATH without the sbin directories would not look.
+  const mkfs = [Bun.which("mkfs.btrfs"), "/usr/sbin/mkfs.btrfs", "/sbin/mkfs.btrfs"].find((p) => p && existsSync(p));
+  if (!mkfs) return skipAll("btrfs-progs is not installed (no mkfs.btrfs): apt-get install btrfs-progs");
   const base = mkdtempSync(join(tmpdir(), "bd-btrfs-"));
   scratch.push(base);
   const img = join(base, "fs.img");
   const dir = join(base, "mnt");
-  const steps: string[][] = [["truncate", "-s", "200M", img], ["mkfs.btrfs", "-q", img], ["mkdir", dir]];
+  const steps: string[][] = [["truncate", "-s", "200M", img], [mkfs, "-q", img], ["mkdir", dir]];
   for (const step of steps) {
     const r = sh(step);
     if (!r.ok) return skipAll(`${step[0]} failed: ${r.out}`);
