@@ -284,10 +284,12 @@ function classify(path: string, fd: number, st: Stats, text: string): PidFileSta
   const bad = garbage(path, st, text);
   if (bad !== undefined) return { state: "invalid", path, reason: bad };
   const pid = parsePid(text);
-  const table = lockTable(fd, st);
   const held = pid === undefined ? false : holdsLock(pid, st);
-  const locked = table ? table.flock.length > 0 : !tryLockProbe(fd, path);
+  // The daemon's own fdinfo proves it: no /proc/locks, whose read can stall
+  // for an RCU grace period (5-24 ms seen), on the path status and stop take.
   if (held === true) return { state: "running", path, pid: pid! };
+  const table = lockTable(fd, st);
+  const locked = table ? table.flock.length > 0 : !tryLockProbe(fd, path);
   if (!locked) return { state: "stale", path, pid };
   if (held === undefined && table?.posix.includes(pid!)) return { state: "running", path, pid: pid! };
   const holder = pickHolder(table?.flock ?? [], st);

@@ -1,6 +1,6 @@
 /**
  * Issue 7: with `app: () => import(...)`, only the process that runs the
- * hooks evaluates the app. The launcher, status, stop, reload, restart's
+ * hooks evaluates the app. The launcher, status, stop, reload, unit, restart's
  * stop half and --help never do, under `bun run` and as a compiled binary.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -36,7 +36,7 @@ for (const style of ["bun run", "compiled (--splitting)"] as const) {
       const pid = track(startedPid(r.stdout))!;
       expect(r.code).toBe(0);
       expect(loads(marker)).toEqual([`bun-daemon:stage ${pid}`]);
-      for (const args of [["status", "--pid-file", pidFile], ["--pid-file", pidFile, "reload"], ["--help"], ["stop", "--help"], ["--version"]]) {
+      for (const args of [["status", "--pid-file", pidFile], ["--pid-file", pidFile, "reload"], ["--help"], ["stop", "--help"], ["--version"], ["unit", "--shutdown-hooks", "1"]]) {
         expect((await run(cmd(...args), { env })).code).toBe(0);
       }
       expect(loads(marker)).toEqual([`bun-daemon:stage ${pid}`]);
@@ -59,6 +59,16 @@ for (const style of ["bun run", "compiled (--splitting)"] as const) {
       expect(r.code).toBe(0);
       expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe(`lazy ${pid}\n`);
       expect((await run(cmd("stop", "--pid-file", pidFile))).code).toBe(0);
+    }, 30_000);
+
+    test("unit: ExecStart names this program (the binary itself when compiled) without loading the app, and says the app's hooks are not counted", async () => {
+      const { marker } = fresh();
+      const r = await run(cmd("unit", "-p", "8123"), { env: { LAZY_MARKER: marker } });
+      expect(r.code).toBe(0);
+      const exec = /^ExecStart=(.*)$/m.exec(r.stdout)![1];
+      expect(exec).toBe(style === "bun run" ? `${BUN} ${ENTRY} run --port 8123` : `${BIN} run --port 8123`);
+      expect(r.stderr).toBe("lazy: unit: TimeoutStopSec counts the 0 shutdown hooks registered without loading the app; if the app module registers more, pass --shutdown-hooks N\n");
+      expect(loads(marker)).toEqual([]);
     }, 30_000);
 
     test("run (foreground) loads the app in its own process", async () => {
@@ -88,6 +98,7 @@ for (const style of ["bun run", "compiled (--splitting)"] as const) {
 
 const strace = Bun.which("strace");
 describe.skipIf(!strace)("what the launcher and the control commands load (strace)", () => {
+  const cmd = (...args: string[]) => [BUN, ENTRY, ...args];
   const NEVER = /src\/(lifecycle|log)\.ts|node_modules\/(consola|citty)\/|test\/fixtures\/lazy\/app\.ts/;
   /**
    * The files the command opened, all its threads (modules load on a thread
@@ -102,14 +113,27 @@ describe.skipIf(!strace)("what the launcher and the control commands load (strac
     return { r, files: text.split("\n").filter((l) => !l.includes("ENOENT")).map((l) => /"([^"]+)"/.exec(l)?.[1] ?? "") };
   };
 
-  test("start's launcher, status, stop and --help open no lifecycle, logger, consola, citty or app module", async () => {
+  test("start's launcher, unit, status, stop and --help open no lifecycle, logger, consola, citty or app module", async () => {
     const { pidFile } = fresh();
     const start = await openedBy(["start", "--pid-file", pidFile]);
     expect(start.r.code).toBe(0);
     expect(start.files.some((f) => f.endsWith("src/launch.ts"))).toBe(true); // the trace covers the launcher's loading
-    for (const { files } of [start, await openedBy(["status", "--pid-file", pidFile]), await openedBy(["--help"]), await openedBy(["stop", "--pid-file", pidFile])]) {
+    const unit = await openedBy(["unit", "--shutdown-hooks", "1"]);
+    expect(unit.r.code).toBe(0);
+    expect(unit.files.some((f) => f.endsWith("src/unit.ts"))).toBe(true); // the trace covers unit's loading
+    for (const { files } of [start, unit, await openedBy(["status", "--pid-file", pidFile]), await openedBy(["--help"]), await openedBy(["stop", "--pid-file", pidFile])]) {
       expect(files.filter((f) => NEVER.test(f))).toEqual([]);
     }
     expect(existsSync(pidFile)).toBe(false);
+  }, 60_000);
+
+  test("status and stop of a running daemon do not read /proc/locks (its read can stall for milliseconds)", async () => {
+    const { pidFile } = fresh();
+    const pid = track(startedPid((await run(cmd("start", "--pid-file", pidFile))).stdout))!;
+    const status = await openedBy(["status", "--pid-file", pidFile]);
+    expect(status.r.stdout).toContain(`lazy is running (pid ${pid}`);
+    const stop = await openedBy(["stop", "--pid-file", pidFile]);
+    expect(stop.r.stdout).toBe(`stopped lazy (pid ${pid})\n`);
+    for (const { files } of [status, stop]) expect(files.filter((f) => f === "/proc/locks")).toEqual([]);
   }, 60_000);
 });
