@@ -21,6 +21,7 @@ import {
   payloadJson, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type Frame, type FailureMessage, type StoppingMessage,
 } from "./protocol.ts";
 import { STAGE_MARKER } from "./marker.ts";
+import { runtimeFlags } from "./runtime-flags.ts";
 
 /** Options of the launcher; all paths absolute. */
 export interface LaunchOptions {
@@ -63,31 +64,15 @@ const FORK_ATTEMPTS = 2;
 const TICK_MS = 25;
 
 /**
- * Runtime flags that make no sense in a detached re-exec: `--no-orphans`
- * kills the daemon when its launcher exits, the inspector would fight the
- * launcher for its port, watch/hot would restart a daemon under its PID
- * file, and an eval's code is not the program. Every other flag is kept.
- */
-const DROPPED = /^--(no-orphans|watch|hot|inspect|inspect-brk|inspect-wait|eval|print)(=.*)?$/;
-const DROPPED_WITH_VALUE = new Set(["-e", "--eval", "-p", "--print"]);
-/**
  * `--no-orphans` also lives on in the environment Bun hands its children
  * (it sets this in process.env, and every Bun started with it calls
  * PR_SET_PDEATHSIG(SIGKILL)): a daemon must not die with its launcher.
  */
 const DROPPED_ENV = new Set(["BUN_FEATURE_FLAG_NO_ORPHANS"]);
 
-export function runtimeFlags(execArgv: readonly string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < execArgv.length; i++) {
-    const a = execArgv[i]!;
-    if (DROPPED_WITH_VALUE.has(a)) i++;
-    else if (!DROPPED.test(a)) out.push(a);
-  }
-  return out;
-}
+export { runtimeFlags };
 
-/** The argv that re-executes this very program (runtime flags, as filtered above, and arguments kept). */
+/** The argv that re-executes this very program (runtime flags filtered by runtimeFlags(), arguments kept). */
 export function reexecArgv(): { file: string; argv: string[] } {
   const args = process.argv.slice(2);
   const compiled = Bun.main.startsWith("/$bunfs/");
