@@ -8,10 +8,10 @@
 import type { ArgDef, ArgsDef } from "citty";
 import { DaemonError } from "./errors.ts";
 
-export const COMMANDS = ["run", "start", "stop", "status", "reload", "restart"] as const;
+export const COMMANDS = ["run", "start", "stop", "status", "reload", "restart", "unit"] as const;
 export type Command = (typeof COMMANDS)[number];
 
-type Kind = "string" | "boolean" | "ms" | "seconds";
+type Kind = "string" | "boolean" | "ms" | "seconds" | "count";
 
 interface Builtin {
   kind: Kind;
@@ -19,19 +19,27 @@ interface Builtin {
   for: readonly Command[];
   description: string;
   alias?: string;
+  /** What --help shows for the value, when not the kind's own word. */
+  hint?: string;
 }
 
 const LAUNCH: readonly Command[] = ["run", "start", "restart"];
 const STOPPING: readonly Command[] = ["stop", "restart"];
+/** Commands that take the app's own options: `unit` writes them into ExecStart. */
+const WITH_APP: readonly Command[] = [...LAUNCH, "unit"];
+/** What `unit --type` accepts. */
+export const UNIT_TYPES = ["notify", "forking"] as const;
 
 /** The CLI's own options. App options may not reuse these names or aliases. */
 export const BUILTINS: Record<string, Builtin> = {
   "pid-file": { kind: "string", for: COMMANDS, description: "PID file path (default: /run/<name>.pid as root, else $XDG_RUNTIME_DIR/<name>.pid, else /tmp/<name>-<uid>.pid)" },
-  "log-file": { kind: "string", for: LAUNCH, description: "daemon mode: append stdout/stderr here, reopened on SIGUSR1 (default: /dev/null)" },
-  "ready-timeout": { kind: "ms", for: LAUNCH, description: "ms start waits for readiness before stopping the daemon; 0 waits for ever (default 30000)" },
+  "log-file": { kind: "string", for: WITH_APP, description: "daemon mode: append stdout/stderr here, reopened on SIGUSR1 (default: /dev/null)" },
+  "ready-timeout": { kind: "ms", for: WITH_APP, description: "ms start waits for readiness before stopping the daemon; 0 waits for ever (default 30000)" },
   daemon: { kind: "boolean", for: ["run"], description: "detach, as the start command does" },
   timeout: { kind: "seconds", for: [...STOPPING, "reload"], description: "stop: seconds to wait for the daemon to exit; reload: for a starting daemon's pid (default 30)" },
   kill: { kind: "boolean", for: STOPPING, description: "SIGKILL the daemon if it is still alive at the timeout" },
+  type: { kind: "string", for: ["unit"], hint: UNIT_TYPES.join("|"), description: "unit: Type=notify (ExecStart=... run) or Type=forking (PIDFile=, ExecStart=... start) (default notify)" },
+  "shutdown-hooks": { kind: "count", for: ["unit"], description: "unit: shutdown hooks the app registers, for TimeoutStopSec (default: those registered without loading the app)" },
   help: { kind: "boolean", for: COMMANDS, alias: "h", description: "show this help" },
   version: { kind: "boolean", for: COMMANDS, alias: "v", description: "print the version" },
 };
@@ -50,6 +58,10 @@ export interface CliOptions {
   /** stop/restart: seconds. */
   timeout?: number;
   kill: boolean;
+  /** unit: the Type= to write. */
+  type?: (typeof UNIT_TYPES)[number];
+  /** unit: how many shutdown hooks to budget TimeoutStopSec for. */
+  shutdownHooks?: number;
   help: boolean;
   version: boolean;
 }
@@ -62,6 +74,11 @@ export interface ParsedArgv {
   cli: CliOptions;
   /** The app's own options (kebab-case and camelCase keys, as citty gives them) and `_`, its positionals. */
   app: Record<string, unknown> & { _: string[] };
+  /**
+   * The app's options and positionals as given, in long form (`-p 8080`
+   * becomes `--port 8080`), without defaults: what `unit` puts in ExecStart.
+   */
+  appArgv: string[];
 }
 
 const usage = (message: string) => new DaemonError("USAGE", message, { exitCode: 2 });
@@ -115,13 +132,16 @@ interface Spec {
   app?: ArgDef;
 }
 
-function number(raw: string, flag: string, kind: "ms" | "seconds"): number {
+/** Largest accepted count (--shutdown-hooks). */
+const MAX_COUNT = 10_000;
+
+function number(raw: string, flag: string, kind: "ms" | "seconds" | "count"): number {
   // Decimal digits only: no hex, exponents, signs, blanks or Infinity.
-  const re = kind === "ms" ? /^\d+$/ : /^\d+(\.\d{1,3})?$/;
-  const max = kind === "ms" ? MAX_MS : MAX_SECONDS;
+  const re = kind === "seconds" ? /^\d+(\.\d{1,3})?$/ : /^\d+$/;
+  const max = kind === "ms" ? MAX_MS : kind === "count" ? MAX_COUNT : MAX_SECONDS;
   const n = Number(raw);
   if (!re.test(raw) || !(n <= max)) {
-    const what = kind === "ms" ? "a whole number of milliseconds" : "a number of seconds (digits, up to 3 decimals)";
+    const what = kind === "ms" ? "a whole number of milliseconds" : kind === "count" ? "a whole number" : "a number of seconds (digits, up to 3 decimals)";
     throw usage(`${flag} takes ${what} from 0 to ${max}, not ${JSON.stringify(raw)}`);
   }
   return n;
@@ -207,7 +227,8 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
   const cmd = command ?? "run";
   const cli: CliOptions = { daemon: false, kill: false, help: false, version: false };
   const app: Record<string, unknown> & { _: string[] } = { _: [] };
-  const launching = (LAUNCH as readonly string[]).includes(cmd);
+  const launching = (WITH_APP as readonly string[]).includes(cmd);
+  const appArgv: string[] = [];
   const helpOrVersion = [...given.keys()].some((s) => s.name === "help" || s.name === "version");
 
   for (const [spec, { value, as }] of given) {
@@ -225,6 +246,11 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
         case "kill": cli.kill = value as boolean; break;
         case "help": cli.help = true; break;
         case "version": cli.version = true; break;
+        case "type":
+          if (!(UNIT_TYPES as readonly string[]).includes(v)) throw usage(`--type takes one of ${UNIT_TYPES.join(", ")}, not ${JSON.stringify(v)}`);
+          cli.type = v as CliOptions["type"];
+          break;
+        case "shutdown-hooks": cli.shutdownHooks = number(v, "--shutdown-hooks", "count"); break;
       }
       continue;
     }
@@ -235,6 +261,9 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
       if (!options.includes(value as string)) throw usage(`--${spec.name} takes one of ${options.join(", ")}, not ${JSON.stringify(value)}`);
     }
     app[spec.name] = value;
+    if (typeof value === "boolean") appArgv.push(value ? `--${spec.name}` : `--no-${spec.name}`);
+    else if (value.startsWith("-")) appArgv.push(`--${spec.name}=${value}`);
+    else appArgv.push(`--${spec.name}`, value);
   }
 
   if (!launching && words.length > 0) throw usage(`"${cmd}" takes no arguments (got ${JSON.stringify(words[0])})`);
@@ -243,6 +272,8 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
       throw usage(`unexpected argument ${JSON.stringify(words[positionals.length])}${positionals.length ? "" : ` after "${cmd}"`}. Run with --help for usage`);
     }
     app._ = words;
+    if (words.some((w) => w.startsWith("-"))) appArgv.push("--");
+    appArgv.push(...words);
     positionals.forEach(([name, def], i) => {
       if (words[i] !== undefined) app[name] = words[i];
       else if (def.default !== undefined) app[name] = def.default;
@@ -255,5 +286,5 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
       if (app[name] !== undefined && camel(name) !== name) app[camel(name)] = app[name];
     }
   }
-  return { command: cmd, explicit: command !== undefined, cli, app };
+  return { command: cmd, explicit: command !== undefined, cli, app, appArgv };
 }

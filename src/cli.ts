@@ -66,7 +66,16 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       return exit(0);
     }
     const o = options(config, p.cli);
-    const launch = async (): Promise<never> => (await import("./launch.ts")).launch(o);
+    const launch = async (): Promise<never> => {
+      // Under a Type=notify unit systemd watches the process it started: a
+      // fork would leave it watching a launcher that exits. Decided here, so
+      // the launcher path never loads the lifecycle.
+      if (process.env.NOTIFY_SOCKET) {
+        (await import("./notify.ts")).holdInForeground(p.command === "run" ? "run --daemon" : p.command, o.logFile);
+        return d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile));
+      }
+      return (await import("./launch.ts")).launch(o);
+    };
     const control = () => import("./control.ts");
     const stopOpts = { timeout: p.cli.timeout ?? 30, kill: p.cli.kill };
     switch (p.command) {
@@ -81,6 +90,13 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
         return exit(await (await control()).status(config.name, o.pidFile));
       case "reload":
         return exit(await (await control()).reload(config.name, o.pidFile, { timeout: p.cli.timeout ?? 30 }));
+      case "unit": {
+        // Never loads the app: its hooks' count comes from what the entry registered.
+        const { unitText } = await import("./unit.ts");
+        const text = unitText({ config, cli: p.cli, appArgv: p.appArgv, registeredShutdownHooks: d.count("shutdown"), warn: (line) => writeSync(2, `${line}\n`) });
+        writeSync(1, text);
+        return exit(0);
+      }
       case "restart": {
         const code = await (await control()).stop(config.name, o.pidFile, stopOpts);
         if (code !== 0) return exit(code);

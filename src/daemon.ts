@@ -33,6 +33,8 @@ export interface Daemon<A extends ArgsDef = {}> {
 /** Internal: what the CLI needs to run a lifecycle. */
 export interface DaemonInternals {
   run(mode: Mode, args: Record<string, unknown>, lock: PidFileLock, stage?: DaemonHandle): Promise<never>;
+  /** Hooks of `event` registered so far, without loading the app (for `unit`'s TimeoutStopSec). */
+  count(event: HookName): number;
 }
 
 /** The daemon whose main() this process runs: one per process, and main() once. */
@@ -77,11 +79,16 @@ export function defineDaemon<const A extends ArgsDef = {}>(config: DaemonConfig<
         lock,
         ...(stage ? { stage } : {}),
         ...(config.app ? { load: config.app } : {}),
+        ...(config.watchdog ? { watchdog: config.watchdog as (ctx: HookContext<any>) => unknown } : {}),
         setPhase: (p) => {
           phase = p;
         },
       });
       return lifecycle.run();
+    },
+    count(event) {
+      adopt(owner, hooks);
+      return hooks.filter((h) => h.event === event).length;
     },
   };
 

@@ -23,6 +23,7 @@ export type DaemonErrorCode =
   | "STOP_TIMEOUT" // stop: still alive when --timeout ran out
   | "SIGNAL" // kill(2) of the daemon failed
   | "ALREADY_CALLED" // main() (or daemonize()) called a second time in one process
+  | "LISTEN_FDS" // socket activation: LISTEN_FDS/LISTEN_FDNAMES malformed, or a passed fd not open
   | "USAGE"; // bad command-line input
 
 export interface DaemonErrorOptions {

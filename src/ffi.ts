@@ -40,6 +40,7 @@ const symbols = {
   sendto: { args: [T.i32, T.ptr, T.u64, T.i32, T.ptr, T.u32], returns: T.i64 },
   // Variadic in C; for pidfd_open/pidfd_send_signal, which glibc < 2.36 and musl do not wrap.
   syscall: { args: [T.i64, T.i64, T.i64, T.i64, T.i64], returns: T.i64 },
+  clock_gettime: { args: [T.i32, T.ptr], returns: T.i32 },
   __errno_location: { args: [], returns: T.ptr },
 } as const;
 
@@ -191,6 +192,15 @@ export function setCloexec(fd: number, on: boolean): void {
   const flags = l.fcntl(fd, F_GETFD, 0);
   if (flags < 0) return;
   l.fcntl(fd, F_SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC);
+}
+
+/** Set FD_CLOEXEC on `fd`; returns 0, or the errno (EBADF: `fd` is not open). */
+export function markCloexec(fd: number): number {
+  const l = libc();
+  const flags = l.fcntl(fd, F_GETFD, 0);
+  if (flags < 0) return errno();
+  if (flags & FD_CLOEXEC) return 0;
+  return l.fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0 ? errno() : 0;
 }
 
 export function setNonblock(fd: number): void {
@@ -388,26 +398,46 @@ export function cloexecFrom(from: number, listFds: () => number[]): void {
 }
 
 /**
- * sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
- * Returns true if sent, false when there is no socket to notify.
+ * sd_notify(3) without libsystemd: one datagram to `address` (a path, or
+ * `@name` for the abstract namespace). True when the datagram was sent;
+ * false when it could not be (no such socket, nobody bound, a full queue
+ * refusing it, an address that is neither a path nor `@`). sd_notify's
+ * other address kinds (vsock:) are not supported.
  */
-export function notifySocket(path: string, message: string): boolean {
-  const l = libc();
+export function notifySocket(address: string, message: string): boolean {
   const AF_UNIX = 1;
   const SOCK_DGRAM = 2;
   const SOCK_CLOEXEC = 0o2000000;
+  // A closed receiver must never raise SIGPIPE (Bun ignores it, but a
+  // program may have installed its own handler).
+  const MSG_NOSIGNAL = 0x4000;
+  const name = Buffer.from(address, "utf8");
+  // sockaddr_un: 2 bytes of family, 108 of sun_path (a path needs its NUL).
+  const abstract = address.startsWith("@");
+  if ((!abstract && !address.startsWith("/")) || name.length > (abstract ? 108 : 107) || name.length < 2) return false;
+  const addr = Buffer.alloc(2 + 108);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  name.copy(addr, 2);
+  if (abstract) addr[2] = 0;
+  const len = abstract ? 2 + name.length : 2 + name.length + 1;
+  const msg = Buffer.from(message, "utf8");
+  const l = libc();
   const fd = l.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   try {
-    const name = Buffer.from(path, "utf8");
-    const addr = Buffer.alloc(2 + 108);
-    addr.writeUInt16LE(AF_UNIX, 0);
-    name.copy(addr, 2);
-    if (path.startsWith("@")) addr[2] = 0; // abstract namespace
-    const len = path.startsWith("@") ? 2 + name.length : 2 + name.length + 1;
-    const msg = Buffer.from(message, "utf8");
-    return Number(l.sendto(fd, ptr(msg), msg.length, 0, ptr(addr), len)) >= 0;
+    for (;;) {
+      if (Number(l.sendto(fd, ptr(msg), msg.length, MSG_NOSIGNAL, ptr(addr), len)) >= 0) return true;
+      if (errno() !== EINTR) return false;
+    }
   } finally {
     l.close(fd);
   }
+}
+
+/** CLOCK_MONOTONIC in microseconds, as systemd compares it (MONOTONIC_USEC=). */
+export function monotonicUsec(): bigint {
+  const CLOCK_MONOTONIC = 1;
+  const ts = new BigInt64Array(2); // struct timespec: tv_sec, tv_nsec (64-bit each on 64-bit Linux)
+  if (libc().clock_gettime(CLOCK_MONOTONIC, ptr(ts)) !== 0) throw syscallError("LIBC", "read the monotonic clock", "clock_gettime", errno());
+  return ts[0]! * 1_000_000n + ts[1]! / 1000n;
 }

@@ -12,6 +12,7 @@ const SUMMARY: Record<Command, string> = {
   status: "pid and uptime; exit 0 running or starting, 3 not running, 1 stale PID file, 4 cannot tell (not a PID file, unverifiable lock)",
   reload: "SIGHUP the running daemon (waiting for a starting one's pid); exit 7 if it is not running",
   restart: "stop, then start",
+  unit: "print a systemd unit for this daemon (Type=notify; --type forking); the app's options given here go into ExecStart",
 };
 
 export interface HelpInfo {
@@ -41,7 +42,7 @@ export function helpText(info: HelpInfo, command?: Command): string {
   const app = Object.entries(info.args ?? {});
   const positionals = app.filter(([, d]) => (d as { type?: string }).type === "positional");
   const options = app.filter(([, d]) => (d as { type?: string }).type !== "positional");
-  const launching = command === undefined || command === "run" || command === "start" || command === "restart";
+  const launching = command === undefined || command === "run" || command === "start" || command === "restart" || command === "unit";
   const pos = launching ? positionals.map(([n]) => ` <${n}>`).join("") : "";
   const lines: string[] = [];
   if (command === undefined) {
@@ -53,10 +54,10 @@ export function helpText(info: HelpInfo, command?: Command): string {
   }
   const own = Object.entries(BUILTINS)
     .filter(([, b]) => command === undefined || b.for.includes(command))
-    .map(([n, b]): [string, string] => [`${b.alias ? `-${b.alias}, ` : ""}--${n}${b.kind === "boolean" ? "" : b.kind === "string" ? " <path>" : b.kind === "ms" ? " <ms>" : " <seconds>"}`, `${b.description}${command === undefined && b.for.length < COMMANDS.length ? ` [${b.for.join(", ")}]` : ""}`]);
+    .map(([n, b]): [string, string] => [`${b.alias ? `-${b.alias}, ` : ""}--${n}${b.kind === "boolean" ? "" : b.hint ? ` <${b.hint}>` : b.kind === "string" ? " <path>" : b.kind === "ms" ? " <ms>" : b.kind === "count" ? " <n>" : " <seconds>"}`, `${b.description}${command === undefined && b.for.length < COMMANDS.length ? ` [${b.for.join(", ")}]` : ""}`]);
   lines.push("", "Options:", ...rows(own));
   if (launching && (options.length || positionals.length)) {
-    lines.push("", `Options of ${info.name}${command === undefined ? " [run, start, restart]" : ""}:`, ...rows([...positionals, ...options].map(([n, d]) => appRow(n, d))));
+    lines.push("", `Options of ${info.name}${command === undefined ? " [run, start, restart, unit]" : ""}:`, ...rows([...positionals, ...options].map(([n, d]) => appRow(n, d))));
   }
   lines.push("", "Options go before or after the command word. Exit status 2: bad usage.");
   return `${lines.join("\n")}\n`;

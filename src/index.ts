@@ -8,5 +8,7 @@ export { onInit, onReady, onReload, onShutdown } from "./hooks.ts";
 export { daemonize, type DaemonizeOptions, type DaemonHandle } from "./daemonize.ts";
 export { DaemonError, type DaemonErrorCode } from "./errors.ts";
 export { defaultPidFile } from "./paths.ts";
+export { notify } from "./notify.ts";
+export { listenFds, type ListenFd } from "./listen.ts";
 export type { ArgsOf, DaemonArgs, DaemonConfig, Hook, HookContext, HookName, Mode, ShutdownContext, ShutdownHook } from "./types.ts";
 export type { Logger } from "./log.ts";

@@ -4,12 +4,14 @@
  * reverse order, each bounded by the shutdown timeout; then exit.
  */
 import { DaemonError, errorText } from "./errors.ts";
-import { notifySocket } from "./ffi.ts";
+import { monotonicUsec } from "./ffi.ts";
 import type { Registration } from "./hooks.ts";
 import { keepOutputErrorsHarmless, type Logger } from "./log.ts";
+import { errnoOf, heldInForeground, notifyAddress, send, statusText, takeSupervisorEnv, watchdogPeriodMs } from "./notify.ts";
 import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import type { DaemonHandle } from "./stage.ts";
 import type { HookContext, HookName, Mode, ShutdownContext } from "./types.ts";
+import { startWatchdog } from "./watchdog.ts";
 
 export interface LifecycleOptions {
   name: string;
@@ -25,6 +27,8 @@ export interface LifecycleOptions {
   setPhase(phase: "starting" | "other"): void;
   /** DaemonConfig.app: loads the app's modules before init. */
   load?: () => unknown;
+  /** DaemonConfig.watchdog: the health check before each watchdog ping. */
+  watchdog?: (ctx: HookContext<any>) => unknown;
 }
 
 type State = "starting" | "running" | "stopping";
@@ -40,10 +44,13 @@ function detail(err: unknown): string {
   return errorText(err);
 }
 
-/** sd_notify(3) when run by systemd with Type=notify (NOTIFY_SOCKET set). */
-function sdNotify(state: string): void {
-  const sock = process.env.NOTIFY_SOCKET;
-  if (sock) notifySocket(sock, state);
+/**
+ * sd_notify(3) when run by systemd with Type=notify (NOTIFY_SOCKET set):
+ * one datagram, the fields in order, `status` (if any) as `STATUS=` last.
+ */
+function sdNotify(fields: string, status?: string): void {
+  const lines = status === undefined ? fields : `${fields === "" ? "" : `${fields}\n`}STATUS=${statusText(status)}`;
+  send(lines);
 }
 
 export class Lifecycle {
@@ -86,6 +93,12 @@ export class Lifecycle {
       pid: process.pid,
       args: this.o.args as HookContext<any>["args"],
       stop: (reason?: string) => this.stop(reason),
+      extendTimeout: (ms: number) => {
+        if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
+          throw new DaemonError("USAGE", `extendTimeout(ms) needs a non-negative number of ms, not ${typeof ms === "number" ? ms : typeof ms}`);
+        }
+        return send(`EXTEND_TIMEOUT_USEC=${Math.round(ms * 1000)}`);
+      },
     };
   }
 
@@ -108,7 +121,10 @@ export class Lifecycle {
   /** Runs until the process exits; never resolves. */
   async run(): Promise<never> {
     this.install();
+    const held = heldInForeground();
+    if (held) this.o.log.info(held);
     let firstNotStarted: Registration | undefined;
+    if (this.o.load) sdNotify("", "starting: loading the app");
     if (this.o.load && !(await this.loadApp())) {
       // Nothing had started: no shutdown hook belongs to what ran.
       await this.shutdown(() => false);
@@ -126,6 +142,8 @@ export class Lifecycle {
         firstNotStarted = reg;
         break;
       }
+      // Named while it runs, so `systemctl status` shows the hook a slow start waits for.
+      sdNotify("", `starting: init hook ${name}`);
       try {
         const settled = await this.boundedAfterStop(Promise.resolve().then(() => reg.fn(this.ctx())).then(() => true));
         if (settled !== true) {
@@ -149,8 +167,11 @@ export class Lifecycle {
     }
     this.state = "running";
     this.o.stage?.ready();
-    sdNotify(`READY=1\nMAINPID=${process.pid}`);
+    sdNotify(`READY=1\nMAINPID=${process.pid}`, "running");
     this.o.log.info(`ready (pid ${process.pid}, ${this.o.mode})`);
+    // Guarding process.stdout/stderr creates them, which costs about 8 ms:
+    // done once ready, off the path to readiness.
+    setImmediate(() => keepOutputErrorsHarmless(this.o.log));
     for (const reg of this.list("ready")) {
       if (this.stopReason !== undefined) break;
       if (!this.registered(reg)) continue;
@@ -225,12 +246,21 @@ export class Lifecycle {
     const run = async () => {
       do {
         this.reloadPending = false;
-        sdNotify("RELOADING=1");
+        // One datagram: Type=notify-reload needs MONOTONIC_USEC with RELOADING=1
+        // to tell this reload from an earlier one.
+        if (notifyAddress() !== undefined) {
+          let now = "";
+          try {
+            now = `\nMONOTONIC_USEC=${monotonicUsec()}`;
+          } catch {} // clock_gettime(CLOCK_MONOTONIC) does not fail on Linux; a reload must not fail if it did.
+          sdNotify(`RELOADING=1${now}`, "reloading");
+        }
         this.o.log.info("reloading");
         for (const reg of this.list("reload")) {
           if (this.stopReason !== undefined) break;
           if (!this.registered(reg)) continue;
           this.reloadHook = this.label(reg);
+          sdNotify("", `reloading: reload hook ${this.reloadHook}`);
           try {
             await reg.fn(this.ctx());
           } catch (err) {
@@ -238,7 +268,7 @@ export class Lifecycle {
           }
           this.reloadHook = undefined;
         }
-        sdNotify("READY=1");
+        sdNotify("READY=1", "running");
       } while (this.reloadPending && this.stopReason === undefined);
     };
     this.reloading = run().finally(() => {
@@ -272,8 +302,8 @@ export class Lifecycle {
 
   private async shutdown(eligible: (r: Registration) => boolean = () => true): Promise<never> {
     this.state = "stopping";
-    sdNotify("STOPPING=1");
     const reason = this.stopReason ?? "stop";
+    sdNotify("STOPPING=1", `stopping (${reason})`);
     this.o.log.info(`stopping (${reason})`);
     if (this.reloading) {
       const finished = await this.boundedAfterStop(this.reloading.then(() => true)).catch(() => true);
@@ -287,6 +317,7 @@ export class Lifecycle {
     for (const reg of hooks) {
       if (!this.registered(reg)) continue;
       const name = this.label(reg);
+      sdNotify("", `stopping: shutdown hook ${name}`);
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<"timeout">((r) => {
         timer = setTimeout(() => r("timeout"), this.o.shutdownTimeout);
@@ -314,15 +345,33 @@ export class Lifecycle {
   private exit(code: number): never {
     // PID file first, so a launcher that sees our failure finds it gone.
     this.releaseLock();
-    if (this.startFailure) this.o.stage?.fail(this.startFailure, code || 1);
+    if (this.startFailure) {
+      this.o.stage?.fail(this.startFailure, code || 1);
+      // The last word systemd keeps (systemctl status): why the start failed.
+      const errno = errnoOf(this.startFailure);
+      sdNotify(errno === undefined ? "" : `ERRNO=${errno}`, this.startFailure.message);
+    }
     if (code === 0) this.o.log.info("stopped");
     else this.o.log.info(`stopped with status ${code}`);
     process.exit(code);
   }
 
   private install(): void {
+    // First: a program spawned from here on (by init, or the app's import) must not speak for us.
+    takeSupervisorEnv();
     // A daemon lives until told to stop, even with nothing left to wait for.
     setInterval(() => {}, 2 ** 30);
+    const period = watchdogPeriodMs();
+    // WATCHDOG_USEC without a socket to ping: nothing to send.
+    if (period !== undefined && notifyAddress() !== undefined) {
+      const check = this.o.watchdog;
+      startWatchdog({
+        periodMs: period,
+        log: this.o.log,
+        ...(check ? { check: () => check(this.ctx()) } : {}),
+        checking: () => this.state === "running",
+      });
+    }
     const onStopSignal = (sig: "SIGTERM" | "SIGINT", num: number) => () => {
       // Only a second stop *signal* means "now": a shutdown begun by
       // ctx.stop() or a fatal error still gets its hooks on the first one.
@@ -342,7 +391,6 @@ export class Lifecycle {
     // In every mode: logrotate's postrotate sends SIGUSR1 to whatever the PID
     // file names, and unhandled it would kill the process.
     process.on("SIGUSR1", () => this.reopenLog());
-    keepOutputErrorsHarmless(this.o.log);
     const fatal = (kind: string) => (err: unknown) => {
       this.o.log.error(`${kind}: ${detail(err)}`);
       if (this.state === "starting" && !this.startFailure) {

@@ -51,6 +51,14 @@ export interface HookContext<A extends ArgsDef = {}> {
   readonly args: DaemonArgs<A>;
   /** Begin shutdown from inside (same as SIGTERM). */
   stop(reason?: string): void;
+  /**
+   * Ask the supervisor for `ms` more time for what is running now (systemd's
+   * start, reload or stop timeout, from when it receives this): sends
+   * `EXTEND_TIMEOUT_USEC=`. The library never extends on its own; a slow
+   * init calls this again before each extension runs out. Returns whether a
+   * datagram was sent (false when not run by a Type=notify unit).
+   */
+  extendTimeout(ms: number): boolean;
 }
 
 /** Shutdown hooks also learn why. */
@@ -93,6 +101,16 @@ export interface DaemonConfig<A extends ArgsDef = ArgsDef> {
    * does. Default: none (hooks are registered in the entry file).
    */
   app?: () => unknown;
+  /**
+   * Health check for the systemd watchdog (only when `WATCHDOG_USEC` is set,
+   * e.g. by `WatchdogSec=`): called every WATCHDOG_USEC/2 once the daemon is
+   * ready, before each `WATCHDOG=1` ping; sync or async. Returning `false`,
+   * throwing or rejecting skips that ping (logged when it starts and stops
+   * failing), and so does a check still pending from the previous period;
+   * enough skipped pings and systemd restarts the daemon. Without it the
+   * pings only vouch for the event loop. Default: none.
+   */
+  watchdog?: (ctx: HookContext<A>) => boolean | void | Promise<boolean | void>;
   init?: Hook<HookContext<A>>;
   ready?: Hook<HookContext<A>>;
   reload?: Hook<HookContext<A>>;

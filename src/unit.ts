@@ -1,0 +1,122 @@
+/**
+ * The `unit` command: a systemd service unit for this daemon, printed as a
+ * careful admin would write it, from what the daemon knows about itself
+ * (its executable, runtime flags, timeouts, hooks) without loading the app.
+ */
+import { isAbsolute, resolve } from "node:path";
+import type { CliOptions } from "./argv.ts";
+import { DaemonError } from "./errors.ts";
+import { runtimeFlags } from "./runtime-flags.ts";
+import type { DaemonConfig } from "./types.ts";
+
+export interface UnitInput {
+  config: DaemonConfig;
+  cli: CliOptions;
+  /** The app's options as given to `unit`, in long form: they go into ExecStart. */
+  appArgv: readonly string[];
+  /** Shutdown hooks registered without loading the app (config, daemon.on(), onShutdown() in the entry). */
+  registeredShutdownHooks: number;
+  /** Where warnings go (stderr); the unit itself is the return value. */
+  warn(line: string): void;
+}
+
+/**
+ * One ExecStart= word, as systemd.service(5) splits command lines: `%` is a
+ * specifier and `$` a variable there, so both are doubled; a word with
+ * blanks, quotes, backslashes or `;` is double-quoted with C escapes.
+ */
+export function execWord(word: string): string {
+  const s = word.replace(/%/g, "%%").replace(/\$/g, "$$$$");
+  if (/^[A-Za-z0-9_@%$+=:,./-]+$/.test(s)) return s;
+  const escaped = s.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/\r/g, "\\r");
+  return `"${escaped}"`;
+}
+
+/** A value for a setting that takes free text (Description=): one line, `%` doubled. */
+const text = (s: string) => s.replace(/[\r\n]+/g, " ").replace(/%/g, "%%");
+
+const seconds = (ms: number) => Math.ceil(ms / 1000);
+
+/** The program that runs this daemon: the compiled binary, or bun + kept runtime flags + the script. */
+export function programWords(): string[] {
+  const exe = process.execPath;
+  if (!isAbsolute(exe)) throw new DaemonError("USAGE", `unit: the executable path ${JSON.stringify(exe)} is not absolute; run unit from an installed binary or bun`);
+  // A compiled binary's main module lives in its own embedded file system.
+  if (Bun.main.startsWith("/$bunfs/")) return [exe];
+  return [exe, ...runtimeFlags(process.execArgv), resolve(Bun.main)];
+}
+
+/** The unit text for `unit` (ends with a newline). */
+export function unitText(u: UnitInput): string {
+  const { config, cli } = u;
+  const name = config.name;
+  const type = cli.type ?? "notify";
+  const forking = type === "forking";
+  if (cli.logFile !== undefined && !forking) {
+    throw new DaemonError("USAGE", "unit: --log-file goes with --type forking; under Type=notify the daemon runs in the foreground and the journal takes its output", { exitCode: 2 });
+  }
+
+  let hooks = u.registeredShutdownHooks;
+  let hooksFrom = "registered in the entry";
+  if (cli.shutdownHooks !== undefined) {
+    hooks = cli.shutdownHooks;
+    hooksFrom = "--shutdown-hooks";
+  } else if (config.app) {
+    // The app module registers its own hooks, and unit must not load it
+    // (it may open databases, read secrets, bind ports at import).
+    u.warn(`${name}: unit: TimeoutStopSec counts the ${hooks} shutdown hook${hooks === 1 ? "" : "s"} registered without loading the app; if the app module registers more, pass --shutdown-hooks N`);
+  }
+  const shutdownTimeout = config.shutdownTimeout ?? 10_000;
+  // The bound the daemon itself gives its shutdown (lifecycle.ts): each hook
+  // shutdownTimeout, plus one for an init hook a stop interrupts, plus 1 s to exit.
+  const stopMs = shutdownTimeout * (hooks + 1) + 1000;
+  const readyTimeout = cli.readyTimeout ?? config.readyTimeout ?? 30_000;
+
+  const argv = [...programWords(), forking ? "start" : "run"];
+  const pidFile = cli.pidFile ?? config.pidFile;
+  // systemd's system manager runs the daemon as root: its default PID file
+  // is /run/NAME.pid, whoever prints the unit.
+  const pidPath = resolve(pidFile ?? `/run/${name}.pid`);
+  if (forking || pidFile !== undefined) argv.push("--pid-file", pidPath);
+  if (cli.logFile !== undefined) argv.push("--log-file", resolve(cli.logFile));
+  if (forking && cli.readyTimeout !== undefined) argv.push("--ready-timeout", String(cli.readyTimeout));
+  argv.push(...u.appArgv);
+
+  const startLine = forking
+    ? // start waits readyTimeout, then stops a late daemon (up to its shutdown budget) before it exits.
+      readyTimeout === 0 ? "infinity" : String(seconds(readyTimeout + stopMs))
+    : readyTimeout === 0 ? "infinity" : String(seconds(readyTimeout));
+  const lines = [
+    `# ${name}.service, printed by \`${name} unit${forking ? " --type forking" : ""}\` (bun-daemon).`,
+    `# Install: save as /etc/systemd/system/${name}.service, then systemctl daemon-reload && systemctl enable --now ${name}`,
+    "[Unit]",
+    `Description=${text(config.description ? `${name}: ${config.description}` : name)}`,
+    "After=network.target",
+    "",
+    "[Service]",
+    ...(forking
+      ? [
+          "# start detaches and exits once the daemon is ready; systemd follows the pid in PIDFile=.",
+          "Type=forking",
+          `PIDFile=${pidPath}`,
+        ]
+      : ["# The daemon runs in the foreground and sends READY=1 once its init hooks are done.", "Type=notify"]),
+    `ExecStart=${argv.map(execWord).join(" ")}`,
+    "# SIGHUP runs the reload hooks.",
+    "ExecReload=/bin/kill -HUP $MAINPID",
+    `# readyTimeout ${readyTimeout} ms${forking ? `, plus the shutdown budget below for a daemon that was late` : ""}; an init hook may ask for more with ctx.extendTimeout().`,
+    `TimeoutStartSec=${startLine}`,
+    `# shutdownTimeout ${shutdownTimeout} ms x (${hooks} shutdown hook${hooks === 1 ? "" : "s"} ${hooksFrom} + 1 for an interrupted init hook) + 1 s to exit.`,
+    `TimeoutStopSec=${seconds(stopMs)}`,
+    "# SIGTERM to the daemon alone: its shutdown hooks end what it started; whatever is left gets SIGKILL.",
+    "KillMode=mixed",
+    "Restart=on-failure",
+    "RestartSec=1",
+    `SyslogIdentifier=${name}`,
+    ...(config.umask === undefined ? [] : [`UMask=${config.umask.toString(8).padStart(4, "0")}`]),
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+  ];
+  return `${lines.join("\n")}\n`;
+}
