@@ -38,7 +38,7 @@ test("import has no side effects", async () => {
   expect(r.before.SigCgt).toMatch(/^[0-9a-f]{16}$/);
   expect(r.after).toEqual(r.before);
   expect(r.exports).toEqual([
-    "DaemonError", "daemonize", "defaultPidFile", "defineDaemon", "onInit", "onReady", "onReload", "onShutdown",
+    "DaemonError", "daemonize", "defaultPidFile", "defineDaemon", "listenFds", "notify", "onInit", "onReady", "onReload", "onShutdown",
   ]);
 }, 30_000);
 
