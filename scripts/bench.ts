@@ -5,7 +5,7 @@
  *   npx bun scripts/bench.ts sweep              # the app-size sweep only
  *   npm run bench -- --runs 10 ready signals
  *
- * Sections: ready, fds, heap, signals, memory, import, sweep (default: all;
+ * Sections: ready, fds, heap, signals, memory, import, sweep, notify (default: all;
  * `--only a,b` is the same as naming them). Each section is a module of
  * scripts/bench/sections/; scripts/bench/harness.ts has what they share. Each
  * comparison runs its variants interleaved in one run (one round = every
@@ -29,6 +29,7 @@ import { signals } from "./bench/sections/signals.ts";
 import { memory } from "./bench/sections/memory.ts";
 import { importCost } from "./bench/sections/import.ts";
 import { SWEEP_RUNS, sweep } from "./bench/sections/sweep.ts";
+import { notifyCost } from "./bench/sections/notify.ts";
 
 const RUNNERS = {
   ready: timeToReady,
@@ -38,6 +39,7 @@ const RUNNERS = {
   memory,
   import: importCost,
   sweep,
+  notify: notifyCost,
 } satisfies Record<string, (o: Options) => Promise<Section>>;
 type SectionId = keyof typeof RUNNERS;
 const SECTIONS = Object.keys(RUNNERS) as SectionId[];

@@ -45,7 +45,7 @@ export interface Row {
 
 export interface Table {
   title: string;
-  unit: "ms" | "MiB";
+  unit: "ms" | "MiB" | "µs";
   reference: string;
   rows: Row[];
 }
@@ -53,7 +53,7 @@ export interface Table {
 export interface Derived {
   label: string;
   value: number;
-  unit: "×" | "ms" | "MiB";
+  unit: "×" | "ms" | "MiB" | "µs";
   target?: string;
   met?: boolean;
 }
