@@ -177,32 +177,25 @@ export async function bareBunSignals(): Promise<{ SigIgn: string; SigBlk: string
   return JSON.parse(r.stdout);
 }
 
-let otherUsersCopy: { bun: string; root: string } | undefined;
 /**
  * A world-readable copy of the runtime and the program (src/, test/fixtures/,
  * the dependencies) for tests that run processes as other users (nobody):
  * a clone may sit where they cannot enter (under /root, in a `mkdir -m 700`
- * directory), and its bun and sources must still be theirs to run. Made once
- * per test file, removed when it exits. `root` is also a working directory they may enter.
+ * directory), and its bun and sources must still be theirs to run. Call it
+ * once, at file or describe scope: the copy (about 100 MB, the bun binary)
+ * is removed in that scope's afterAll. `root` is also a working directory they may enter.
  */
 export function forOtherUsers(): { bun: string; root: string; fixture: (rel: string) => string } {
-  if (!otherUsersCopy) {
-    // Removed at exit, not in afterAll: this may first be called inside a test,
-    // where an afterAll would run as soon as that test ends.
-    const root = mkdtempSync(join(tmpdir(), "bd-others-"));
-    process.once("exit", () => rmSync(root, { recursive: true, force: true }));
-    chmodSync(root, 0o755);
-    cpSync(BUN, join(root, "bun"));
-    chmodSync(join(root, "bun"), 0o755);
-    for (const rel of ["src", "test/fixtures", "test/stress/fixtures"]) {
-      if (existsSync(join(ROOT, rel))) cpSync(join(ROOT, rel), join(root, rel), { recursive: true });
-    }
-    for (const dep of ["citty", "consola"]) cpSync(join(ROOT, "node_modules", dep), join(root, "node_modules", dep), { recursive: true, dereference: true });
-    chmodTree(root);
-    otherUsersCopy = { bun: join(root, "bun"), root };
+  const root = tempDir("bd-others-");
+  chmodSync(root, 0o755);
+  cpSync(BUN, join(root, "bun"));
+  chmodSync(join(root, "bun"), 0o755);
+  for (const rel of ["src", "test/fixtures", "test/stress/fixtures"]) {
+    if (existsSync(join(ROOT, rel))) cpSync(join(ROOT, rel), join(root, rel), { recursive: true });
   }
-  const c = otherUsersCopy;
-  return { ...c, fixture: (rel: string) => join(c.root, rel) };
+  for (const dep of ["citty", "consola"]) cpSync(join(ROOT, "node_modules", dep), join(root, "node_modules", dep), { recursive: true, dereference: true });
+  chmodTree(root);
+  return { bun: join(root, "bun"), root, fixture: (rel: string) => join(root, rel) };
 }
 
 function chmodTree(path: string): void {

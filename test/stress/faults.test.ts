@@ -129,8 +129,9 @@ describe("the PID file cannot be used", () => {
   // directory), so nobody gets its own world-readable copy of the runtime
   // and the program, and a working directory it may enter.
   const asNobody = (cmd: string[]) => ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", ...cmd];
+  const others = process.getuid?.() === 0 ? forOtherUsers() : undefined;
   const startAsNobody = (pidFile: string) => {
-    const c = forOtherUsers();
+    const c = others!;
     return run(asNobody([c.bun, c.fixture("test/fixtures/app.ts"), "start", "--pid-file", pidFile]), { timeoutMs: 60_000, cwd: c.root });
   };
 
