@@ -35,6 +35,9 @@ export const BUILTINS: Record<string, Builtin> = {
   "pid-file": { kind: "string", for: COMMANDS, description: "PID file path (default: /run/<name>.pid as root, else $XDG_RUNTIME_DIR/<name>.pid, else /tmp/<name>-<uid>.pid)" },
   "log-file": { kind: "string", for: WITH_APP, description: "daemon mode: append stdout/stderr here, reopened on SIGUSR1 (default: /dev/null)" },
   "ready-timeout": { kind: "ms", for: WITH_APP, description: "ms start waits for readiness before stopping the daemon; 0 waits for ever (default 30000)" },
+  // Every command: with --user the default PID file moves to /run/<name>/, so stop/status/reload need it to find it.
+  user: { kind: "string", for: COMMANDS.filter((c) => c !== "unit"), hint: "name|uid", description: "after init, drop to this user (its groups, then its gid, then its uid, on every thread); for the other commands: where the default PID file is" },
+  group: { kind: "string", for: LAUNCH, hint: "name|gid", description: "with --user: the group to drop to (default: the user's primary group)" },
   daemon: { kind: "boolean", for: ["run"], description: "detach, as the start command does" },
   timeout: { kind: "seconds", for: [...STOPPING, "reload"], description: "stop: seconds to wait for the daemon to exit; reload: for a starting daemon's pid (default 30)" },
   kill: { kind: "boolean", for: STOPPING, description: "SIGKILL the daemon if it is still alive at the timeout" },
@@ -54,6 +57,10 @@ export interface CliOptions {
   pidFile?: string;
   logFile?: string;
   readyTimeout?: number;
+  /** run/start/restart: the user to drop to after init. */
+  user?: string;
+  /** run/start/restart: the group to drop to. */
+  group?: string;
   daemon: boolean;
   /** stop/restart: seconds. */
   timeout?: number;
@@ -240,6 +247,8 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
       switch (spec.name) {
         case "pid-file": cli.pidFile = v; break;
         case "log-file": cli.logFile = v; break;
+        case "user": cli.user = v; break;
+        case "group": cli.group = v; break;
         case "ready-timeout": cli.readyTimeout = number(v, "--ready-timeout", "ms"); break;
         case "timeout": cli.timeout = number(v, "--timeout", "seconds"); break;
         case "daemon": cli.daemon = value as boolean; break;

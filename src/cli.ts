@@ -10,7 +10,8 @@ import type { DaemonInternals } from "./daemon.ts";
 import { resolveOptions } from "./daemonize.ts";
 import { DaemonError } from "./errors.ts";
 import { isDaemonStage } from "./marker.ts";
-import type { DaemonConfig } from "./types.ts";
+import type { PrivilegeOptions } from "./privileges.ts";
+import type { DaemonConfig, PrivilegeConfig } from "./types.ts";
 
 function options(config: DaemonConfig, cli: CliOptions) {
   const pidFile = cli.pidFile ?? config.pidFile;
@@ -22,7 +23,49 @@ function options(config: DaemonConfig, cli: CliOptions) {
     readyTimeout: cli.readyTimeout ?? config.readyTimeout ?? 30_000,
     ...(config.umask === undefined ? {} : { umask: config.umask }),
     ...(config.cwd === undefined ? {} : { cwd: config.cwd }),
+    ...privilegeConfig(config, cli),
+    ...(config.env === undefined ? {} : { env: config.env }),
   });
+}
+
+/** user/group (the CLI's --user/--group override), chroot, noNewPrivileges, rlimits. */
+function privilegeConfig(config: DaemonConfig, cli: CliOptions): PrivilegeConfig {
+  const user = cli.user ?? config.user;
+  // --user alone drops to that user's primary group, not to a group the config named for another user.
+  const group = cli.group ?? (cli.user === undefined ? config.group : undefined);
+  return {
+    ...(user === undefined ? {} : { user }),
+    ...(group === undefined ? {} : { group }),
+    ...(config.chroot === undefined ? {} : { chroot: config.chroot }),
+    ...(config.noNewPrivileges === undefined ? {} : { noNewPrivileges: config.noNewPrivileges }),
+    ...(config.rlimits === undefined ? {} : { rlimits: config.rlimits }),
+  };
+}
+
+type Resolved = ReturnType<typeof options>;
+
+/** What the lifecycle needs to drop (the options, resolved). */
+function privileges(o: Resolved): PrivilegeOptions {
+  const { user, group, chroot, noNewPrivileges, rlimits, logFile } = o;
+  return {
+    ...(logFile === undefined ? {} : { logFile }),
+    ...(user === undefined ? {} : { user }),
+    ...(group === undefined ? {} : { group }),
+    ...(chroot === undefined ? {} : { chroot }),
+    ...(noNewPrivileges === undefined ? {} : { noNewPrivileges }),
+    ...(rlimits === undefined ? {} : { rlimits }),
+  };
+}
+
+/**
+ * Before the PID file is locked or anything forked: an unknown user, a
+ * non-root launcher asking for another user or a missing chroot fails here,
+ * and the default PID file's runtime directory and the log file are made
+ * the user's. Loads nothing when no user or chroot is set.
+ */
+async function prepare(o: Resolved): Promise<void> {
+  if (o.user === undefined && o.chroot === undefined && o.group === undefined) return;
+  (await import("./privileges.ts")).prepareLaunch(o);
 }
 
 function report(name: string, err: unknown): number {
@@ -45,7 +88,7 @@ async function stage(config: DaemonConfig, d: DaemonInternals, p: ParsedArgv): P
   const o = options(config, p.cli);
   const handle = (await import("./stage.ts")).enterStage(o, true);
   try {
-    await d.run("daemon", p.app, handle.pidFile, handle);
+    await d.run("daemon", p.app, handle.pidFile, handle, privileges(o));
   } catch (err) {
     handle.fail(err);
     throw err;
@@ -66,13 +109,14 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       return exit(0);
     }
     const o = options(config, p.cli);
-    const launch = async (): Promise<never> => {
+    const launch = async (prepared = false): Promise<never> => {
+      if (!prepared) await prepare(o);
       // Under a Type=notify unit systemd watches the process it started: a
       // fork would leave it watching a launcher that exits. Decided here, so
       // the launcher path never loads the lifecycle.
       if (process.env.NOTIFY_SOCKET) {
         (await import("./notify.ts")).holdInForeground(p.command === "run" ? "run --daemon" : p.command, o.logFile);
-        return d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile));
+        return d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile), undefined, privileges(o));
       }
       return (await import("./launch.ts")).launch(o);
     };
@@ -81,7 +125,8 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
     switch (p.command) {
       case "run":
         if (p.cli.daemon) return void (await launch());
-        return void (await d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile)));
+        await prepare(o);
+        return void (await d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile), undefined, privileges(o)));
       case "start":
         return void (await launch());
       case "stop":
@@ -98,9 +143,11 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
         return exit(0);
       }
       case "restart": {
+        // Checked before the old daemon is stopped: a restart that cannot start must not stop it.
+        await prepare(o);
         const code = await (await control()).stop(config.name, o.pidFile, stopOpts);
         if (code !== 0) return exit(code);
-        return void (await launch());
+        return void (await launch(true));
       }
     }
   } catch (err) {

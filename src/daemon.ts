@@ -6,6 +6,7 @@ import { checkAppArgs } from "./argv.ts";
 import { checkName } from "./paths.ts";
 import type { PidFileLock } from "./pidfile.ts";
 import type { DaemonHandle } from "./stage.ts";
+import type { PrivilegeOptions } from "./privileges.ts";
 import type { DaemonConfig, Hook, HookContext, HookName, Mode, ShutdownContext, ShutdownHook } from "./types.ts";
 
 export interface Daemon<A extends ArgsDef = {}> {
@@ -32,7 +33,7 @@ export interface Daemon<A extends ArgsDef = {}> {
 
 /** Internal: what the CLI needs to run a lifecycle. */
 export interface DaemonInternals {
-  run(mode: Mode, args: Record<string, unknown>, lock: PidFileLock, stage?: DaemonHandle): Promise<never>;
+  run(mode: Mode, args: Record<string, unknown>, lock: PidFileLock, stage?: DaemonHandle, privileges?: PrivilegeOptions): Promise<never>;
   /** Hooks of `event` registered so far, without loading the app (for `unit`'s TimeoutStopSec). */
   count(event: HookName): number;
 }
@@ -66,7 +67,7 @@ export function defineDaemon<const A extends ArgsDef = {}>(config: DaemonConfig<
   const internals: DaemonInternals = {
     // Loaded here, not at the top: a launcher or a control command never
     // runs hooks, and every module costs each process its load time.
-    async run(mode, args, lock, stage) {
+    async run(mode, args, lock, stage, privileges) {
       const [{ Lifecycle }, { createLogger }] = await Promise.all([import("./lifecycle.ts"), import("./log.ts")]);
       adopt(owner, hooks);
       lifecycle = new Lifecycle({
@@ -78,6 +79,7 @@ export function defineDaemon<const A extends ArgsDef = {}>(config: DaemonConfig<
         shutdownTimeout: config.shutdownTimeout ?? 10_000,
         lock,
         ...(stage ? { stage } : {}),
+        ...(privileges ? { privileges } : {}),
         ...(config.app ? { load: config.app } : {}),
         ...(config.watchdog ? { watchdog: config.watchdog as (ctx: HookContext<any>) => unknown } : {}),
         setPhase: (p) => {

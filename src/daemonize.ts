@@ -8,14 +8,16 @@ import { MAX_MS } from "./argv.ts";
 import { DaemonError } from "./errors.ts";
 import { isDaemonStage } from "./marker.ts";
 import { checkName, defaultPidFile } from "./paths.ts";
+import { checkEnv, type EnvOption } from "./environment.ts";
 import type { DaemonHandle } from "./stage.ts";
+import type { PrivilegeConfig } from "./types.ts";
 
 export type { DaemonHandle } from "./stage.ts";
 
-export interface DaemonizeOptions {
+export interface DaemonizeOptions extends PrivilegeConfig {
   /** Name for the default PID file and the process name (/proc/PID/comm). Required. */
   name: string;
-  /** PID file path. Default: `/run/<name>.pid` for root, else `$XDG_RUNTIME_DIR/<name>.pid`, else `/tmp/<name>-<uid>.pid`. */
+  /** PID file path. Default: `/run/<name>.pid` for root (`/run/<name>/<name>.pid`, owned by the user, with `user`), else `$XDG_RUNTIME_DIR/<name>.pid`, else `/tmp/<name>-<uid>.pid`. */
   pidFile?: string;
   /** Append the daemon's stdout/stderr here once it is ready. Default: /dev/null. */
   logFile?: string;
@@ -25,6 +27,18 @@ export interface DaemonizeOptions {
   umask?: number;
   /** Working directory of the daemon. Default "/". */
   cwd?: string;
+  /**
+   * What the detached daemon inherits from the launcher's environment
+   * (daemon(7) step 4). `"inherit"`: all of it. `{ keep, set }`: everything
+   * else is removed before the daemon is exec'd, so neither the daemon nor
+   * anything it spawns (Bun.spawn, node:child_process, Bun.$) ever sees it;
+   * the daemon gets the `keep` variables the launcher has, then `set`, and
+   * defaults for those not given: PATH (systemd's), LANG=C.UTF-8,
+   * TZ=:/etc/localtime, HOME/USER/LOGNAME of the user it runs as.
+   * NOTIFY_SOCKET, LISTEN_* and WATCHDOG_* always pass.
+   * Default "inherit".
+   */
+  env?: EnvOption;
 }
 
 const bad = (what: string) => new DaemonError("USAGE", what);
@@ -54,14 +68,35 @@ export function resolveOptions(opts: DaemonizeOptions) {
   const name = checkName(opts.name);
   const logFile = path(opts.logFile, "logFile");
   const cwd = path(opts.cwd, "cwd");
+  const chroot = path(opts.chroot, "chroot");
+  const pidFile = path(opts.pidFile, "pidFile");
+  const user = principal(opts.user, "user");
+  const group = principal(opts.group, "group");
+  if (opts.noNewPrivileges !== undefined && typeof opts.noNewPrivileges !== "boolean") throw bad(`noNewPrivileges must be true or false, not ${typeof opts.noNewPrivileges}`);
+  if (opts.rlimits !== undefined && (typeof opts.rlimits !== "object" || opts.rlimits === null)) throw bad("rlimits must be an object such as { core: 0, nofile: 4096 }");
   return {
     name,
-    pidFile: path(opts.pidFile, "pidFile") ?? defaultPidFile(name),
+    pidFile: pidFile ?? defaultPidFile(name, user !== undefined),
+    pidFileIsDefault: pidFile === undefined,
+    ...(user === undefined ? {} : { user }),
+    ...(group === undefined ? {} : { group }),
+    ...(chroot === undefined ? {} : { chroot }),
+    ...(opts.noNewPrivileges === undefined ? {} : { noNewPrivileges: opts.noNewPrivileges }),
+    ...(opts.rlimits === undefined ? {} : { rlimits: opts.rlimits }),
     ...(logFile === undefined ? {} : { logFile }),
     readyTimeout: integer(opts.readyTimeout, "readyTimeout", MAX_MS, 30_000),
     umask: integer(opts.umask, "umask", 0o777, 0o022),
     cwd: cwd ?? "/",
+    env: checkEnv(opts.env) as EnvOption,
   };
+}
+
+/** A user or group: a non-empty name or a whole-number id. */
+function principal(value: unknown, option: string): string | number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === "number" && Number.isInteger(value) && value >= 0 && value < 2 ** 32 - 1) return value;
+  if (typeof value === "string" && value !== "" && !value.includes("\0") && !value.includes(":")) return value;
+  throw bad(`${option} must be a name or a whole-number id, not ${typeof value === "string" ? JSON.stringify(value) : String(value)}`);
 }
 
 let called = false;
@@ -99,7 +134,31 @@ export async function daemonize(opts: DaemonizeOptions): Promise<DaemonHandle> {
     const handle = (await import("./stage.ts")).enterStage(o);
     const { releasePidFile } = await import("./pidfile.ts");
     exitCleanlyOnSignals(() => releasePidFile(handle.pidFile));
+    const priv = await import("./privileges.ts");
+    const failNow = (err: unknown): never => {
+      handle.fail(err);
+      process.exit(1);
+    };
+    try {
+      priv.applyRlimits(o.rlimits, "daemon");
+    } catch (err) {
+      failNow(err);
+    }
+    // No init hooks here: what runs before ready() is the program's init, so
+    // the drop happens at ready(), before the launcher is told.
+    const ready = handle.ready;
+    handle.ready = () => {
+      if (!handle.settled) {
+        try {
+          priv.drop(o);
+        } catch (err) {
+          failNow(err);
+        }
+      }
+      ready();
+    };
     return handle;
   }
+  if (o.user !== undefined || o.chroot !== undefined) (await import("./privileges.ts")).prepareLaunch(o);
   return (await import("./launch.ts")).launch(o);
 }

@@ -9,6 +9,7 @@ export type DaemonErrorCode =
   | "PIDFILE_OPEN" // open(2) of the PID file failed (missing dir, permissions)
   | "PIDFILE_INVALID" // the PID file exists but does not look like a PID file
   | "PIDFILE_WRITE" // writing our pid into the locked PID file failed
+  | "PIDFILE_UNSAFE" // the PID file is another user's (not this user's or root's) or group/world-writable: not trusted
   | "PIDFILE_UNVERIFIED" // the pid a locked PID file names cannot be checked to hold the lock (another user's or a non-dumpable process)
   | "ALREADY_RUNNING" // another live process holds the PID file lock
   | "NOT_RUNNING" // a control command found no daemon
@@ -23,6 +24,7 @@ export type DaemonErrorCode =
   | "STOP_TIMEOUT" // stop: still alive when --timeout ran out
   | "SIGNAL" // kill(2) of the daemon failed
   | "ALREADY_CALLED" // main() (or daemonize()) called a second time in one process
+  | "PRIVILEGES" // user/group/chroot/rlimits: a lookup, a step of the drop, or its verification failed
   | "LISTEN_FDS" // socket activation: LISTEN_FDS/LISTEN_FDNAMES malformed, or a passed fd not open
   | "USAGE"; // bad command-line input
 

@@ -3,7 +3,7 @@
  * (never at import), every symbol is typed here, and errno is read right
  * after the call that failed.
  */
-import { dlopen, FFIType as T, ptr, read, type Pointer } from "bun:ffi";
+import { CString, dlopen, FFIType as T, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
 import { readFileSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { DaemonError, errorText, syscallError, type DaemonErrorCode } from "./errors.ts";
@@ -41,6 +41,20 @@ const symbols = {
   // Variadic in C; for pidfd_open/pidfd_send_signal, which glibc < 2.36 and musl do not wrap.
   syscall: { args: [T.i64, T.i64, T.i64, T.i64, T.i64], returns: T.i64 },
   clock_gettime: { args: [T.i32, T.ptr], returns: T.i32 },
+  // Privilege drop (src/privileges.ts). The user and group lookups go
+  // through NSS, so a user from LDAP or systemd-userdb resolves as for login.
+  getpwnam: { args: [T.ptr], returns: T.ptr },
+  getpwuid: { args: [T.u32], returns: T.ptr },
+  getgrnam: { args: [T.ptr], returns: T.ptr },
+  getgrgid: { args: [T.u32], returns: T.ptr },
+  getgrouplist: { args: [T.ptr, T.u32, T.ptr, T.ptr], returns: T.i32 },
+  // glibc and musl run these on every thread of the process (glibc: its
+  // internal signal 33), so a Bun runtime thread cannot keep the old ids.
+  setgroups: { args: [T.u64, T.ptr], returns: T.i32 },
+  setgid: { args: [T.u32], returns: T.i32 },
+  setuid: { args: [T.u32], returns: T.i32 },
+  chroot: { args: [T.ptr], returns: T.i32 },
+  setrlimit: { args: [T.i32, T.ptr], returns: T.i32 },
   __errno_location: { args: [], returns: T.ptr },
 } as const;
 
@@ -207,6 +221,13 @@ export function setNonblock(fd: number): void {
   const l = libc();
   const flags = l.fcntl(fd, F_GETFL, 0);
   if (flags >= 0) l.fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+/** Clear O_NONBLOCK on an fd (best effort). */
+export function clearNonblock(fd: number): void {
+  const l = libc();
+  const flags = l.fcntl(fd, F_GETFL, 0);
+  if (flags >= 0) l.fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
 }
 
 /** dup2(2); throws on failure. */
@@ -440,4 +461,129 @@ export function monotonicUsec(): bigint {
   const ts = new BigInt64Array(2); // struct timespec: tv_sec, tv_nsec (64-bit each on 64-bit Linux)
   if (libc().clock_gettime(CLOCK_MONOTONIC, ptr(ts)) !== 0) throw syscallError("LIBC", "read the monotonic clock", "clock_gettime", errno());
   return ts[0]! * 1_000_000n + ts[1]! / 1000n;
+}
+
+/** prctl(PR_SET_NO_NEW_PRIVS): execve can never again grant privileges (setuid bits, file capabilities). */
+export const PR_SET_NO_NEW_PRIVS = 38;
+
+/** A user as NSS (getpwnam/getpwuid) knows it. */
+export interface PasswdEntry {
+  name: string;
+  uid: number;
+  gid: number;
+  dir: string;
+}
+
+/** struct passwd on 64-bit Linux: name@0 passwd@8 uid@16 gid@20 gecos@24 dir@32 shell@40. */
+function passwdAt(p: Pointer | null): PasswdEntry | undefined {
+  if (!p) return undefined;
+  return { name: new CString(read.ptr(p, 0) as Pointer).toString(), uid: read.u32(p, 16), gid: read.u32(p, 20), dir: new CString(read.ptr(p, 32) as Pointer).toString() };
+}
+
+/** Look a user up by name, or by uid when `user` is a number. Undefined when unknown (errno set only on a lookup failure). */
+export function lookupUser(user: string | number): { entry: PasswdEntry | undefined; errno: number } {
+  const c = libc();
+  write0();
+  const name = typeof user === "string" ? cstr(user) : undefined;
+  const p = (name ? c.getpwnam(ptr(name)) : c.getpwuid(user as number)) as Pointer | null;
+  return { entry: passwdAt(p), errno: p ? 0 : errno() };
+}
+
+/** struct group on 64-bit Linux: name@0 passwd@8 gid@16. */
+export function lookupGroup(group: string | number): { entry: { name: string; gid: number } | undefined; errno: number } {
+  const c = libc();
+  write0();
+  const name = typeof group === "string" ? cstr(group) : undefined;
+  const p = (name ? c.getgrnam(ptr(name)) : c.getgrgid(group as number)) as Pointer | null;
+  if (!p) return { entry: undefined, errno: errno() };
+  return { entry: { name: new CString(read.ptr(p, 0) as Pointer).toString(), gid: read.u32(p, 16) }, errno: 0 };
+}
+
+/** errno = 0, so a NULL from getpwnam can tell "no such user" (still 0) from a failure. */
+function write0(): void {
+  libc();
+  new Int32Array(toArrayBuffer(errnoPtr!, 0, 4))[0] = 0;
+}
+
+/** The supplementary groups initgroups(3) would set for `user` with primary group `gid` (gid included). */
+export function groupList(user: string, gid: number): number[] {
+  const c = libc();
+  const name = cstr(user);
+  let n = 64;
+  for (;;) {
+    const buf = new Uint32Array(n);
+    const count = new Int32Array([n]);
+    const r = c.getgrouplist(ptr(name), gid, ptr(buf), ptr(count));
+    if (r >= 0) return [...buf.subarray(0, count[0]!)];
+    if (count[0]! <= n) throw syscallError("PRIVILEGES", `read the groups of ${user}`, "getgrouplist", errno());
+    n = count[0]!;
+  }
+}
+
+/** setgroups(2) on every thread: initgroups(3) split in two, so the list can be read before a chroot hides /etc/group. */
+export function setGroups(gids: number[], step: string): void {
+  const list = new Uint32Array(gids.length === 0 ? [0] : gids);
+  check(libc().setgroups(gids.length, ptr(list)), "PRIVILEGES", step, "setgroups");
+}
+
+export function setGid(gid: number, step: string): void {
+  check(libc().setgid(gid), "PRIVILEGES", step, "setgid");
+}
+
+export function setUid(uid: number, step: string): void {
+  check(libc().setuid(uid), "PRIVILEGES", step, "setuid");
+}
+
+/** setuid(uid) expected to fail: its errno, or 0 when it succeeded. */
+export function trySetUid(uid: number): number {
+  return libc().setuid(uid) === 0 ? 0 : errno();
+}
+
+export function enterChroot(dir: string, step: string): void {
+  const p = cstr(dir);
+  check(libc().chroot(ptr(p)), "PRIVILEGES", step, "chroot", dir);
+}
+
+export function setNoNewPrivs(step: string): void {
+  check(libc().prctl(PR_SET_NO_NEW_PRIVS, 1 as unknown as Pointer, 0, 0, 0), "PRIVILEGES", step, "prctl(PR_SET_NO_NEW_PRIVS)");
+}
+
+/** RLIMIT_* numbers (generic Linux ABI: x86-64, aarch64, riscv64). */
+export const RLIMITS = {
+  cpu: 0, fsize: 1, data: 2, stack: 3, core: 4, rss: 5, nproc: 6, nofile: 7, memlock: 8, as: 9, locks: 10, sigpending: 11, msgqueue: 12, nice: 13, rtprio: 14, rttime: 15,
+} as const;
+export const RLIM_INFINITY = 0xffffffffffffffffn;
+
+/** setrlimit(2) with soft = hard = `value` (Infinity: RLIM_INFINITY). */
+export function setRlimit(resource: number, value: number, step: string): void {
+  const v = value === Infinity ? RLIM_INFINITY : BigInt(value);
+  const buf = new BigUint64Array([v, v]);
+  check(libc().setrlimit(resource, ptr(buf)), "PRIVILEGES", step, "setrlimit");
+}
+
+/**
+ * no_new_privs is a per-thread flag, and Bun's runtime threads already run:
+ * prctl() from here marks only this thread. seccomp(SECCOMP_FILTER_FLAG_TSYNC)
+ * with an allow-everything filter copies the flag to every thread of the
+ * process (kernel seccomp_sync_threads), so no thread can gain privileges by
+ * execve. The filter itself allows every call.
+ */
+export function syncNoNewPrivs(step: string): void {
+  const nr = process.arch === "x64" ? 317 : process.arch === "arm64" ? 277 : undefined;
+  if (nr === undefined) throw new DaemonError("PRIVILEGES", `${step}: seccomp TSYNC is not wired for ${process.arch}`);
+  // struct sock_filter { u16 code; u8 jt; u8 jf; u32 k }: BPF_RET|BPF_K, SECCOMP_RET_ALLOW.
+  const filter = new Uint8Array(8);
+  const fv = new DataView(filter.buffer);
+  fv.setUint16(0, 0x06, true);
+  fv.setUint32(4, 0x7fff0000, true);
+  // struct sock_fprog { u16 len; (pad) ; struct sock_filter *filter }.
+  const prog = new BigUint64Array(2);
+  prog[0] = 1n;
+  prog[1] = BigInt(ptr(filter));
+  const SECCOMP_SET_MODE_FILTER = 1;
+  const SECCOMP_FILTER_FLAG_TSYNC = 1;
+  const r = Number(libc().syscall(nr, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, Number(ptr(prog)), 0));
+  // TSYNC returns the tid of a thread it could not sync (> 0), or -1 with errno.
+  if (r < 0) throw syscallError("PRIVILEGES", step, "seccomp(SECCOMP_FILTER_FLAG_TSYNC)", errno());
+  if (r > 0) throw new DaemonError("PRIVILEGES", `${step}: seccomp(SECCOMP_FILTER_FLAG_TSYNC) could not reach thread ${r}`);
 }

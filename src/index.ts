@@ -12,3 +12,5 @@ export { notify } from "./notify.ts";
 export { listenFds, type ListenFd } from "./listen.ts";
 export type { ArgsOf, DaemonArgs, DaemonConfig, Hook, HookContext, HookName, Mode, ShutdownContext, ShutdownHook } from "./types.ts";
 export type { Logger } from "./log.ts";
+export type { EnvOption } from "./environment.ts";
+export type { PrivilegeConfig, RlimitOptions } from "./types.ts";

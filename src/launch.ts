@@ -10,11 +10,11 @@ import { readdirSync, readFileSync, writeSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { DaemonError, errorText, exitStatus, syscallError } from "./errors.ts";
 import {
-  becomeSubreaper, childEnd, CLOSE_RANGE_CLOEXEC, closeFd, cloexecFrom, cstr, dupAbove, errno, errnoAddress, libc, MADV_DOFORK, O_APPEND,
-  O_CREAT, O_NOCTTY, O_RDWR, O_WRONLY, openFile, pipe, pollIn, POLLERR, POLLHUP, POLLIN, readInto, reapChild, sendSignal, setNonblock,
+  becomeSubreaper, childEnd, CLOSE_RANGE_CLOEXEC, closeFd, cloexecFrom, cstr, dupAbove, errno, errnoAddress, libc, MADV_DOFORK,
+  O_NOCTTY, O_RDWR, openFile, pipe, pollIn, POLLERR, POLLHUP, POLLIN, readInto, reapChild, sendSignal, setNonblock,
   setSignalMask, SIG_BLOCK, SIG_SETMASK, sigset, writeAll,
 } from "./ffi.ts";
-import { acquirePidFile, releasePidFile, type PidFileLock } from "./pidfile.ts";
+import { acquirePidFile, openLogFile, releasePidFile, type PidFileLock } from "./pidfile.ts";
 import { dontForkRanges, isAlive, listFds, processState, signalMask } from "./proc.ts";
 import {
   FRAME_EXEC_FAILED, FRAME_FAILED, FRAME_FORK_FAILED, FRAME_PID, FRAME_READY, FRAME_STOPPING, FrameReader, payloadInt,
@@ -22,6 +22,16 @@ import {
 } from "./protocol.ts";
 import { STAGE_MARKER } from "./marker.ts";
 import { runtimeFlags } from "./runtime-flags.ts";
+import { accountOf, daemonEnvironment, type EnvOption } from "./environment.ts";
+
+/**
+ * The uid the daemon will run as when a `user` option is set (its log file
+ * is that user's: trusted as the launcher's own), else undefined.
+ */
+function daemonUid(opts: object): number | undefined {
+  const user = (opts as { user?: string | number }).user;
+  return user === undefined ? undefined : accountOf(user).uid;
+}
 
 /** Options of the launcher; all paths absolute. */
 export interface LaunchOptions {
@@ -31,6 +41,8 @@ export interface LaunchOptions {
   /** ms to wait for readiness before stopping the daemon; 0 waits for ever. */
   readyTimeout: number;
   umask: number;
+  /** What the daemon inherits of the launcher's environment (src/environment.ts). Default "inherit". */
+  env?: EnvOption;
 }
 
 // Signals whose disposition glibc or the kernel will not let us change.
@@ -115,7 +127,7 @@ export async function launch(opts: LaunchOptions): Promise<never> {
     const logFd =
       opts.logFile === undefined
         ? -1
-        : openFile(opts.logFile, O_WRONLY | O_APPEND | O_CREAT | O_NOCTTY, 0o640, "LOG_OPEN", "open log file");
+        : openLogFile(opts.logFile, daemonUid(opts)); // no symlink, no other user's file (a --log-file in /tmp)
     launcher = new Launcher(opts, lock, logFd);
   } catch (err) {
     if (lock) releasePidFile(lock);
@@ -234,7 +246,13 @@ class Launcher {
     };
     const fileC = cstr(file);
     const argvC = cArray(argv);
-    const envC = cArray(Object.entries(process.env).filter(([k]) => !DROPPED_ENV.has(k)).map(([k, v]) => `${k}=${v ?? ""}`));
+    // The envp of the exec is the daemon's whole start-up environment: what
+    // `env` removes here no API of the daemon (Bun.spawn passes the start-up
+    // copy, not process.env) can hand on. HOME/USER are the target user's
+    // when another option sets one (`user`), else the current user's.
+    const user = (this.opts as { user?: string | number }).user;
+    const env = daemonEnvironment(process.env, this.opts.env ?? "inherit", () => accountOf(user), DROPPED_ENV);
+    const envC = cArray(Object.entries(env).map(([k, v]) => `${k}=${v}`));
     const [statusR, statusW0] = pipe("create readiness pipe");
     const [outR, outW0] = pipe("create startup output pipe");
     const [execR, execW0] = pipe("create exec pipe");

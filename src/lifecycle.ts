@@ -9,6 +9,7 @@ import type { Registration } from "./hooks.ts";
 import { keepOutputErrorsHarmless, type Logger } from "./log.ts";
 import { errnoOf, heldInForeground, notifyAddress, send, statusText, takeSupervisorEnv, watchdogPeriodMs } from "./notify.ts";
 import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
+import { applyRlimits, drop, type PrivilegeOptions } from "./privileges.ts";
 import type { DaemonHandle } from "./stage.ts";
 import type { HookContext, HookName, Mode, ShutdownContext } from "./types.ts";
 import { startWatchdog } from "./watchdog.ts";
@@ -29,6 +30,17 @@ export interface LifecycleOptions {
   load?: () => unknown;
   /** DaemonConfig.watchdog: the health check before each watchdog ping. */
   watchdog?: (ctx: HookContext<any>) => unknown;
+  /** user, group, chroot, noNewPrivileges, rlimits: the drop after init. */
+  privileges?: PrivilegeOptions;
+}
+
+/** Whether `err` is a failed drop; never throws, whatever was thrown (instanceof on a Proxy can). */
+function isPrivilegesError(err: unknown): boolean {
+  try {
+    return err instanceof DaemonError && err.code === "PRIVILEGES";
+  } catch {
+    return false;
+  }
 }
 
 type State = "starting" | "running" | "stopping";
@@ -67,6 +79,8 @@ export class Lifecycle {
   private stopSignal: string | undefined;
   /** The reload hook running now, for the log when a stop cuts it off. */
   private reloadHook: string | undefined;
+  /** The drop ran (after init, or from ctx.dropPrivileges()): it runs once. */
+  private dropped = false;
 
   constructor(private readonly o: LifecycleOptions) {}
 
@@ -99,7 +113,18 @@ export class Lifecycle {
         }
         return send(`EXTEND_TIMEOUT_USEC=${Math.round(ms * 1000)}`);
       },
+      dropPrivileges: () => this.dropPrivileges(),
     };
+  }
+
+  /** Once: a second call, or the drop after init once a hook dropped, does nothing. Throws PRIVILEGES. */
+  private dropPrivileges(): void {
+    if (this.dropped) return;
+    this.dropped = true;
+    const o = this.o.privileges;
+    if (!o) return;
+    const t = drop(o);
+    if (t) this.o.log.info(`dropped privileges to ${t.name} (uid ${t.uid}, gid ${t.gid}, groups ${t.groups.join(",")})${o.chroot ? `, chroot ${o.chroot}` : ""}; verified on every thread`);
   }
 
   private list(event: HookName): Registration[] {
@@ -124,6 +149,13 @@ export class Lifecycle {
     const held = heldInForeground();
     if (held) this.o.log.info(held);
     let firstNotStarted: Registration | undefined;
+    try {
+      // Before the app loads: a core dump of anything read from here on would hold it.
+      applyRlimits(this.o.privileges?.rlimits, this.o.mode);
+    } catch (err) {
+      this.failStart("setting rlimits failed", err);
+      await this.shutdown(() => false);
+    }
     if (this.o.load) sdNotify("", "starting: loading the app");
     if (this.o.load && !(await this.loadApp())) {
       // Nothing had started: no shutdown hook belongs to what ran.
@@ -159,6 +191,17 @@ export class Lifecycle {
       }
     }
     this.o.setPhase("other");
+    const p = this.o.privileges;
+    if (this.stopReason === undefined && !this.dropped && p && (p.user !== undefined || p.chroot !== undefined || p.noNewPrivileges)) {
+      // After init (it ran as the launching user: ports < 1024, root-only
+      // keys), before ready: a daemon never serves with the privileges.
+      sdNotify("", "starting: dropping privileges");
+      try {
+        this.dropPrivileges();
+      } catch (err) {
+        this.failStart("dropping privileges failed", err);
+      }
+    }
     if (this.stopReason !== undefined) {
       this.startFailure ??= new DaemonError("INIT_FAILED", `stopped by ${this.stopReason} before it was ready`);
       if (this.exitCode === 0) this.exitCode = 1;
@@ -213,7 +256,8 @@ export class Lifecycle {
     // summary), not a stack: that waits at debug level (CONSOLA_LEVEL=4).
     // In the foreground the developer is the user: the stack is shown.
     if (trace !== errorText(err)) this.o.mode === "daemon" ? this.o.log.debug(trace) : this.o.log.error(trace);
-    this.startFailure = new DaemonError("INIT_FAILED", where, { cause: err });
+    // A failed drop keeps its own code and line (the step and errno): the launcher prints it as is.
+    this.startFailure = isPrivilegesError(err) ? (err as DaemonError) : new DaemonError("INIT_FAILED", where, { cause: err });
     if (this.stopReason === undefined) {
       this.stopReason = "init failed";
       this.announceStopping();

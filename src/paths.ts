@@ -13,11 +13,16 @@ export function checkName(name: unknown): string {
   return name;
 }
 
-/** `/run/<name>.pid` for root, else `$XDG_RUNTIME_DIR/<name>.pid`, else `/tmp/<name>-<uid>.pid`. */
-export function defaultPidFile(name: string): string {
+/**
+ * `/run/<name>.pid` for root, else `$XDG_RUNTIME_DIR/<name>.pid`, else
+ * `/tmp/<name>-<uid>.pid`. Root dropping to a `user`: `/run/<name>/<name>.pid`,
+ * in a runtime directory the user owns (as systemd's RuntimeDirectory=), so
+ * the daemon can still remove its PID file after the drop.
+ */
+export function defaultPidFile(name: string, dropsToUser = false): string {
   // Linux only (the rest of the library says so): process.getuid exists.
   const uid = process.getuid!();
-  if (uid === 0) return `/run/${name}.pid`;
+  if (uid === 0) return dropsToUser ? `/run/${name}/${name}.pid` : `/run/${name}.pid`;
   const xdg = process.env.XDG_RUNTIME_DIR;
   if (xdg) return `${xdg.replace(/\/+$/, "")}/${name}.pid`;
   return `/tmp/${name}-${uid}.pid`;

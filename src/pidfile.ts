@@ -8,9 +8,67 @@ import { fchmodSync, fstatSync, ftruncateSync, lstatSync, readFileSync, readlink
 import { basename, dirname, join } from "node:path";
 import { DaemonError, fromNodeError } from "./errors.ts";
 import {
-  closeFd, LOCK_EX, LOCK_SH, O_CREAT, O_DIRECTORY, O_EXCL, O_NOCTTY, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_RDWR, openFile, posixReadLock, tryLock,
+  clearNonblock, closeFd, LOCK_EX, LOCK_SH, O_APPEND, O_CREAT, O_DIRECTORY, O_EXCL, O_NOCTTY, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY, openFile, posixReadLock, tryLock,
 } from "./ffi.ts";
-import { processIdentity, type ProcessIdentity } from "./proc.ts";
+import { processIdentity, userName, type ProcessIdentity } from "./proc.ts";
+
+/**
+ * Why a file at a path another user may write to (a PID file or log file
+ * in /tmp) must not be trusted, or undefined when it may: it must be owned
+ * by this user, by root, or by `trustedUid` (the user a daemon runs as),
+ * and writable by its owner only. Otherwise its owner, or anyone, chose its
+ * content, and a root start would write into a file that user owns.
+ */
+export function untrustedOwner(what: string, path: string, st: Stats, trustedUid?: number): string | undefined {
+  const me = process.geteuid!();
+  const owned = st.uid === me || st.uid === 0 || st.uid === trustedUid;
+  const writable = (st.mode & 0o022) !== 0;
+  // A second name for the file: where protected_hardlinks is off, anyone may link a root file (/etc/shadow) here.
+  if (owned && !writable && st.nlink > 1) return `${what} ${path} has ${st.nlink} hard links, so it may be another file under a planted name; refusing to use it. Remove it, or choose another path`;
+  if (owned && !writable) return undefined;
+  const mode = (st.mode & 0o7777).toString(8).padStart(4, "0");
+  const whose = `owned by ${userName(st.uid)} (uid ${st.uid}), mode ${mode}`;
+  const why = !owned
+    ? `not by ${me === 0 ? "root" : `this user (${userName(me)}) or root`}`
+    : `writable by ${st.mode & 0o002 ? "every user" : "its group"}`;
+  return `${what} ${path} is ${whose}: ${why}, so another user may have planted or rewritten it; refusing to use it. Remove it (or ${owned ? `chmod go-w` : "chown it"}) if it is yours, or choose another path`;
+}
+
+/**
+ * Open a log file for appending, safely in a directory others may write to:
+ * never through a symlink (O_NOFOLLOW), never a FIFO or socket (it could
+ * block or redirect), never a regular file another user owns or may write
+ * (untrustedOwner). Returns the fd; throws LOG_OPEN with one line.
+ */
+export function openLogFile(path: string, trustedUid?: number): number {
+  let fd: number;
+  try {
+    fd = openFile(path, O_WRONLY | O_APPEND | O_CREAT | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK, 0o640, "LOG_OPEN", "open log file");
+  } catch (err) {
+    // ELOOP, or EACCES from some kernels when O_CREAT meets a link in a sticky directory.
+    let link = false;
+    try {
+      link = lstatSync(path).isSymbolicLink();
+    } catch {}
+    if (link) {
+      let to = "?";
+      try {
+        to = readlinkSync(path);
+      } catch {}
+      throw new DaemonError("LOG_OPEN", `log file ${path} is a symlink to ${to}; log files are never followed (a planted link would redirect the writes): give --log-file the real path`, { path });
+    }
+    throw err;
+  }
+  const st = fstatSync(fd);
+  const bad = st.isFile() ? untrustedOwner("log file", path, st, trustedUid) : st.isCharacterDevice() ? undefined : `log file ${path} is ${kindOf(st)}; choose a regular file`;
+  if (bad !== undefined) {
+    closeFd(fd);
+    throw new DaemonError("LOG_OPEN", bad, { path });
+  }
+  // O_NONBLOCK only guarded the open against a FIFO; a terminal must block.
+  if (st.isCharacterDevice()) clearNonblock(fd);
+  return fd;
+}
 
 /** A PID file this process holds the lock on. */
 export interface PidFileLock {
@@ -323,7 +381,15 @@ export function inspectPidFile(path: string): PidFileState {
   }
   if (!opened) return { state: "absent", path };
   try {
-    return classify(path, opened.fd, opened.st, readText(opened.fd));
+    const text = readText(opened.fd);
+    const state = classify(path, opened.fd, opened.st, text);
+    const bad = untrustedOwner("PID file", path, opened.st);
+    // Another user's file is that user's own business only while it belongs
+    // to a daemon of that very user (signalling it gives them nothing they
+    // could not do themselves); anything else it says was their choice.
+    if (bad === undefined || (state.state === "running" && !(opened.st.mode & 0o022) && processIdentity(state.pid)?.uid === opened.st.uid)) return state;
+    const pid = parsePid(text);
+    return { state: "invalid", path, reason: pid === undefined ? bad : bad.replace("; refusing", ` (it names pid ${pid}); refusing`) };
   } finally {
     closeFd(opened.fd);
   }
@@ -372,6 +438,11 @@ export function acquirePidFile(path: string): PidFileLock {
     const { fd, st } = openRegular(path, O_RDWR | O_CREAT, "open PID file")!;
     let keep = false;
     try {
+      const bad = untrustedOwner("PID file", path, st);
+      if (bad !== undefined) {
+        const pid = parsePid(readText(fd));
+        throw new DaemonError("PIDFILE_UNSAFE", pid === undefined ? bad : bad.replace("; refusing", ` (it names pid ${pid}); refusing`), { path });
+      }
       if (tryLock(fd, LOCK_EX, path)) {
         const dfd = lockDir(path, LOCK_SH, 2000);
         try {

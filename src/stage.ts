@@ -6,9 +6,10 @@
 import { fstatSync, statSync } from "node:fs";
 import { DaemonError, errorText, exitStatus } from "./errors.ts";
 import {
-  closeFd, O_APPEND, O_CREAT, O_NOCTTY, O_RDONLY, O_RDWR, O_WRONLY, openFile, redirectFd, setCloexec, setProcessName, writeAll,
+  closeFd, O_NOCTTY, O_RDONLY, O_RDWR, openFile, redirectFd, setCloexec, setProcessName, writeAll,
 } from "./ffi.ts";
-import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
+import { accountOf } from "./environment.ts";
+import { openLogFile, releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import { fdTarget, listFds } from "./proc.ts";
 import { encodeJson, FRAME_FAILED, FRAME_READY, FRAME_STOPPING, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage } from "./protocol.ts";
 
@@ -55,8 +56,9 @@ export interface DaemonHandle {
   readonly settled: boolean;
 }
 
-function openLog(path: string): number {
-  return openFile(path, O_WRONLY | O_APPEND | O_CREAT | O_NOCTTY, 0o640, "LOG_OPEN", "open log file");
+function openLog(path: string, trustedUid: number | undefined): number {
+  // The same checks as the launcher's, again on every reopen: after logrotate the path is a new file.
+  return openLogFile(path, trustedUid);
 }
 
 /**
@@ -118,7 +120,10 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
   // moved, including the private dups Bun makes of fds 1 and 2 when
   // process.stdout/stderr are first used.
   const outPipe = fdTarget(1);
-  const logFd = opts.logFile === undefined ? -1 : openLog(opts.logFile);
+  // The user the daemon drops to (a `user` option) owns its log file; found in /etc/passwd, as the launcher does.
+  const user = (opts as { user?: string | number }).user;
+  const logUid = user === undefined ? undefined : accountOf(user).uid;
+  const logFd = opts.logFile === undefined ? -1 : openLog(opts.logFile, logUid);
   process.chdir(opts.cwd);
   setProcessName(opts.name);
 
@@ -182,7 +187,7 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
     },
     reopenLog() {
       if (opts.logFile === undefined || !isReady) return false;
-      const fresh = openLog(opts.logFile);
+      const fresh = openLog(opts.logFile, logUid);
       // Every fd on the old file, logFd included, now points at the new one.
       redirectAll(fdTarget(1), fresh);
       closeFd(fresh);

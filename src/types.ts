@@ -1,5 +1,6 @@
 import type { ArgDef, ArgsDef } from "citty";
 import type { Logger } from "./log.ts";
+import type { EnvOption } from "./environment.ts";
 
 export type HookName = "init" | "ready" | "reload" | "shutdown";
 /** How the daemon runs: detached by `start`, or attached by `run`. */
@@ -59,6 +60,63 @@ export interface HookContext<A extends ArgsDef = {}> {
    * datagram was sent (false when not run by a Type=notify unit).
    */
   extendTimeout(ms: number): boolean;
+  /**
+   * Drop privileges now, from inside an init hook, instead of after the last
+   * init hook: chroot, groups, gid, uid, no_new_privs, as configured, then
+   * verified on every thread. Once: later calls (and the drop after init)
+   * do nothing. Throws DaemonError PRIVILEGES when a step or the
+   * verification fails (the start then fails). Nothing to do without `user`,
+   * `chroot` or `noNewPrivileges`.
+   */
+  dropPrivileges(): void;
+}
+
+/** Resource limits set with setrlimit(2), soft and hard alike; `Infinity` is unlimited. */
+export interface RlimitOptions {
+  /** RLIMIT_CORE, bytes. Default 0 in daemon mode (a core dump holds the daemon's secrets), unchanged in the foreground. */
+  core?: number;
+  /** RLIMIT_NOFILE: open file descriptors. Default: unchanged. */
+  nofile?: number;
+  /** RLIMIT_NPROC: processes of the user. Default: unchanged. */
+  nproc?: number;
+  /** RLIMIT_AS: address space, bytes. Default: unchanged (Bun reserves a lot of address space: leave room). */
+  as?: number;
+  /** RLIMIT_FSIZE: largest file written, bytes. Default: unchanged. */
+  fsize?: number;
+  /** RLIMIT_MEMLOCK, bytes. Default: unchanged. */
+  memlock?: number;
+  /** RLIMIT_STACK, bytes. Default: unchanged. */
+  stack?: number;
+  /** RLIMIT_CPU, seconds. Default: unchanged. */
+  cpu?: number;
+}
+
+/** Least-privilege options shared by defineDaemon() and daemonize(). */
+export interface PrivilegeConfig {
+  /**
+   * Drop to this user (name or uid) once the init hooks resolved, before the
+   * daemon is declared ready (daemonize(): at `ready()`): supplementary
+   * groups as initgroups(3) sets them, then the gid, then the uid, on every
+   * thread, verified in /proc/self/task/\*\/status; setuid(0) must then fail.
+   * Init hooks run as the launching user (root: bind port 80, read keys).
+   * Skipped when already running as that user. Needs a root launcher
+   * otherwise. `--user` overrides. Default: none (no drop).
+   */
+  user?: string | number;
+  /** With `user`: the group (name or gid). Default: the user's primary group. `--group` overrides. */
+  group?: string | number;
+  /** prctl(PR_SET_NO_NEW_PRIVS) on every thread at the drop: no execve can gain privileges again. Default: true when `user` is set, else false. */
+  noNewPrivileges?: boolean;
+  /**
+   * chroot(2) into this directory at the drop (after init), then chdir("/").
+   * The directory must hold what the daemon still needs: /proc (mounted
+   * there: readiness and the verification read it), DNS files, every module
+   * a later `import()` loads. Paths (PID file, log file) stay those outside.
+   * Default: none.
+   */
+  chroot?: string;
+  /** Resource limits, set before the app loads. Default: `{ core: 0 }` in daemon mode, nothing in the foreground. */
+  rlimits?: RlimitOptions;
 }
 
 /** Shutdown hooks also learn why. */
@@ -70,7 +128,7 @@ export interface ShutdownContext<A extends ArgsDef = {}> extends HookContext<A> 
 export type Hook<C = HookContext> = (ctx: C) => unknown;
 export type ShutdownHook<C = ShutdownContext> = (ctx: C) => unknown;
 
-export interface DaemonConfig<A extends ArgsDef = ArgsDef> {
+export interface DaemonConfig<A extends ArgsDef = ArgsDef> extends PrivilegeConfig {
   /** Required. Default PID file name, process name (/proc/PID/comm), log tag. */
   name: string;
   /** Shown by --help. */
@@ -79,7 +137,7 @@ export interface DaemonConfig<A extends ArgsDef = ArgsDef> {
   version?: string;
   /** The app's own command-line options (citty ArgsDef), given to `run`, `start` and `restart`. */
   args?: A;
-  /** PID file. Default: `/run/<name>.pid` for root, else `$XDG_RUNTIME_DIR/<name>.pid`, else `/tmp/<name>-<uid>.pid`. `--pid-file` overrides. */
+  /** PID file. Default: `/run/<name>.pid` for root (`/run/<name>/<name>.pid`, owned by the user, with `user`), else `$XDG_RUNTIME_DIR/<name>.pid`, else `/tmp/<name>-<uid>.pid`. `--pid-file` overrides. */
   pidFile?: string;
   /** Log file for daemon mode (appended, reopened on SIGUSR1). Default: none, logs go to /dev/null. `--log-file` overrides. */
   logFile?: string;
@@ -91,6 +149,20 @@ export interface DaemonConfig<A extends ArgsDef = ArgsDef> {
   umask?: number;
   /** Working directory of the detached daemon. Default "/". */
   cwd?: string;
+  /**
+   * What the detached daemon inherits from the launcher's environment
+   * (daemon(7) step 4). `"inherit"`: all of it. `{ keep, set }`: everything
+   * else is removed before the daemon is exec'd, so neither the daemon nor
+   * anything it spawns (Bun.spawn, node:child_process, Bun.$) ever sees it;
+   * the daemon gets the `keep` variables the launcher has, then `set`, and
+   * defaults for those not given: PATH (systemd's), LANG=C.UTF-8,
+   * TZ=:/etc/localtime, HOME/USER/LOGNAME of the user it runs as.
+   * NOTIFY_SOCKET, LISTEN_* and WATCHDOG_* always pass. In the foreground
+   * (`run`, or `start` held there by systemd) nothing is removed: the shell
+   * or systemd that started the process chose its environment.
+   * Default "inherit".
+   */
+  env?: EnvOption;
   /**
    * Loads the app, e.g. `() => import("./app.ts")`, whose modules register
    * their hooks with onInit() & co. Called only in the process that runs the
