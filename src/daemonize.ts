@@ -3,12 +3,11 @@
  * never resolves (the process exits with the daemon's outcome); in the
  * daemon it resolves with a handle to report readiness or failure.
  */
-import { resolve } from "node:path";
 import { MAX_MS } from "./argv.ts";
 import { DaemonError } from "./errors.ts";
 import { isDaemonStage } from "./marker.ts";
 import { checkName, defaultPidFile } from "./paths.ts";
-import { checkEnv, type EnvOption } from "./environment.ts";
+import type { EnvOption } from "./environment.ts";
 import type { DaemonHandle } from "./stage.ts";
 import type { PrivilegeConfig } from "./types.ts";
 
@@ -48,7 +47,8 @@ function path(value: unknown, option: string): string | undefined {
   if (typeof value !== "string" || value === "" || value.includes("\0")) {
     throw bad(`${option} must be a non-empty path without NUL bytes, not ${typeof value === "string" ? JSON.stringify(value) : typeof value}`);
   }
-  return resolve(value);
+  // node:path loads here, at the first call, not at `import "bun-daemon"`.
+  return (require("node:path") as typeof import("node:path")).resolve(value);
 }
 
 function integer(value: unknown, option: string, max: number, fallback: number): number {
@@ -87,7 +87,8 @@ export function resolveOptions(opts: DaemonizeOptions) {
     readyTimeout: integer(opts.readyTimeout, "readyTimeout", MAX_MS, 30_000),
     umask: integer(opts.umask, "umask", 0o777, 0o022),
     cwd: cwd ?? "/",
-    env: checkEnv(opts.env) as EnvOption,
+    // Loaded here, not at import: importing bun-daemon must stay cheap.
+    env: (require("./environment.ts") as typeof import("./environment.ts")).checkEnv(opts.env) as EnvOption,
   };
 }
 
