@@ -36,8 +36,9 @@ export const BUILTINS: Record<string, Builtin> = {
   "log-file": { kind: "string", for: WITH_APP, description: "daemon mode: append stdout/stderr here, reopened on SIGUSR1 (default: /dev/null)" },
   "ready-timeout": { kind: "ms", for: WITH_APP, description: "ms start waits for readiness before stopping the daemon; 0 waits for ever (default 30000)" },
   // Every command: with --user the default PID file moves to /run/<name>/, so stop/status/reload need it to find it.
-  user: { kind: "string", for: COMMANDS.filter((c) => c !== "unit"), hint: "name|uid", description: "after init, drop to this user (its groups, then its gid, then its uid, on every thread); for the other commands: where the default PID file is" },
-  group: { kind: "string", for: LAUNCH, hint: "name|gid", description: "with --user: the group to drop to (default: the user's primary group)" },
+  // unit: User=/Group= and the same option in ExecStart, so the daemon verifies what systemd made it.
+  user: { kind: "string", for: COMMANDS, hint: "name|uid", description: "after init, drop to this user (its groups, then its gid, then its uid, on every thread); unit: User= (systemd starts the daemon as that user); for the other commands: where the default PID file is" },
+  group: { kind: "string", for: WITH_APP, hint: "name|gid", description: "with --user: the group to drop to (default: the user's primary group); unit: Group=" },
   daemon: { kind: "boolean", for: ["run"], description: "detach, as the start command does" },
   timeout: { kind: "seconds", for: [...STOPPING, "reload"], description: "stop: seconds to wait for the daemon to exit; reload: for a starting daemon's pid (default 30)" },
   kill: { kind: "boolean", for: STOPPING, description: "SIGKILL the daemon if it is still alive at the timeout" },

@@ -3,8 +3,9 @@
  * careful admin would write it, from what the daemon knows about itself
  * (its executable, runtime flags, timeouts, hooks) without loading the app.
  */
-import { isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, resolve } from "node:path";
 import type { CliOptions } from "./argv.ts";
+import { checkEnv } from "./environment.ts";
 import { DaemonError } from "./errors.ts";
 import { runtimeFlags } from "./runtime-flags.ts";
 import type { DaemonConfig } from "./types.ts";
@@ -36,6 +37,25 @@ export function execWord(word: string): string {
 const text = (s: string) => s.replace(/[\r\n]+/g, " ").replace(/%/g, "%%");
 
 const seconds = (ms: number) => Math.ceil(ms / 1000);
+
+/**
+ * One Environment= assignment: systemd expands specifiers there (`%` is
+ * doubled) but not variables (`$` stays); an assignment with blanks, quotes,
+ * backslashes or control characters is double-quoted with C escapes.
+ */
+export function envWord(name: string, value: string): string {
+  const s = `${name}=${value}`.replace(/%/g, "%%");
+  if (/^[A-Za-z0-9_@%$+=:,./-]+$/.test(s)) return s;
+  const escaped = s.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/\r/g, "\\r");
+  return `"${escaped}"`;
+}
+
+/** A User=/Group= value: a name or an id as systemd accepts it, nothing to quote. */
+function account(what: "user" | "group", v: string | number): string {
+  const s = String(v);
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/.test(s)) throw new DaemonError("USAGE", `unit: ${what} ${JSON.stringify(s)} is not a name or id systemd's ${what === "user" ? "User" : "Group"}= takes`, { exitCode: 2 });
+  return s;
+}
 
 /** The program that runs this daemon: the compiled binary, or bun + kept runtime flags + the script. */
 export function programWords(): string[] {
@@ -72,12 +92,25 @@ export function unitText(u: UnitInput): string {
   const stopMs = shutdownTimeout * (hooks + 1) + 1000;
   const readyTimeout = cli.readyTimeout ?? config.readyTimeout ?? 30_000;
 
+  // As the launcher resolves them (cli.ts): --user alone means that user's primary group.
+  const user = cli.user ?? config.user;
+  const group = cli.group ?? (cli.user === undefined ? config.group : undefined);
+  if (group !== undefined && user === undefined) throw new DaemonError("USAGE", "unit: group is set without user; give user too", { exitCode: 2 });
+
   const argv = [...programWords(), forking ? "start" : "run"];
   const pidFile = cli.pidFile ?? config.pidFile;
   // systemd's system manager runs the daemon as root: its default PID file
-  // is /run/NAME.pid, whoever prints the unit.
-  const pidPath = resolve(pidFile ?? `/run/${name}.pid`);
-  if (forking || pidFile !== undefined) argv.push("--pid-file", pidPath);
+  // is /run/NAME.pid, whoever prints the unit. Under User= it is
+  // /run/NAME/NAME.pid, as for root dropping to a user, in a directory
+  // systemd creates owned by the user (RuntimeDirectory=); always passed then,
+  // since the daemon, not root, would look in $XDG_RUNTIME_DIR or /tmp.
+  const runtimeDir = user !== undefined && pidFile === undefined;
+  const pidPath = resolve(pidFile ?? (runtimeDir ? `/run/${name}/${name}.pid` : `/run/${name}.pid`));
+  if (forking || pidFile !== undefined || runtimeDir) argv.push("--pid-file", pidPath);
+  // Given to unit only: the daemon gets it too, finds itself already that
+  // user, skips the drop and verifies every thread (and sets no_new_privs).
+  if (cli.user !== undefined) argv.push("--user", cli.user);
+  if (cli.group !== undefined) argv.push("--group", cli.group);
   if (cli.logFile !== undefined) argv.push("--log-file", resolve(cli.logFile));
   if (forking && cli.readyTimeout !== undefined) argv.push("--ready-timeout", String(cli.readyTimeout));
   argv.push(...u.appArgv);
@@ -101,6 +134,15 @@ export function unitText(u: UnitInput): string {
           `PIDFile=${pidPath}`,
         ]
       : ["# The daemon runs in the foreground and sends READY=1 once its init hooks are done.", "Type=notify"]),
+    ...(user === undefined
+      ? []
+      : [
+          `# systemd starts the daemon as ${user}: init hooks run unprivileged (a port below 1024: a .socket unit, listenFds()); the daemon's own drop finds it done and only verifies every thread and sets no_new_privs.`,
+          `User=${account("user", user)}`,
+          ...(group === undefined ? [] : [`Group=${account("group", group)}`]),
+          ...(runtimeDir ? [`# ${dirname(pidPath)}/ for the PID file, created by systemd owned by ${user}, removed at stop.`, `RuntimeDirectory=${name}`] : []),
+        ]),
+    ...envLines(config.env),
     `ExecStart=${argv.map(execWord).join(" ")}`,
     "# SIGHUP runs the reload hooks.",
     "ExecReload=/bin/kill -HUP $MAINPID",
@@ -119,4 +161,19 @@ export function unitText(u: UnitInput): string {
     "WantedBy=multi-user.target",
   ];
   return `${lines.join("\n")}\n`;
+}
+
+/**
+ * `env: { keep, set }` as systemd says it: the service gets exactly these
+ * (plus what systemd sets itself), as the detached daemon would.
+ */
+function envLines(value: unknown): string[] {
+  const env = checkEnv(value);
+  if (env === "inherit") return [];
+  const set = Object.entries(env.set ?? {});
+  return [
+    "# env: systemd's own environment is already clean (not the shell's that ran systemctl); the service gets only these, and what systemd sets (PATH, LANG, HOME/USER with User=, NOTIFY_SOCKET).",
+    ...(env.keep.length === 0 ? [] : [`PassEnvironment=${env.keep.join(" ")}`]),
+    ...set.map(([k, v]) => `Environment=${envWord(k, v)}`),
+  ];
 }

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, cleanupProcesses, HELLO, ROOT, run, tempDir, waitFor } from "./helpers.ts";
+import { BUN, cleanupProcesses, forOtherUsers, HELLO, ROOT, run, tempDir, waitFor } from "./helpers.ts";
 import { bootSystemd, systemdSkipReason, type Systemd } from "./systemd-ns.ts";
 
 cleanupProcesses();
@@ -180,4 +180,40 @@ describe.skipIf(!!skip)("the unit `unit` prints, under a real systemd", () => {
     expect(again).toBe(`hello from ${await sd.prop(service, "MainPID")}\n`);
     for (const u of [`${unit}.socket`, service]) await sd.systemctl("stop", u);
   }, 60_000);
+
+  describe("User= (issue 9)", () => {
+    // The service runs as nobody: its bun and sources must be nobody's to read.
+    const others = skip ? undefined : forOtherUsers();
+
+    test("--user nobody as printed: active as nobody on every thread, its PID file in the RuntimeDirectory= systemd made nobody's, Environment= as quoted; stop leaves none of it", async () => {
+      const { unit, service } = fresh("user");
+      // The daemon's name is the unit's: set through Environment=, as the printed unit gives it.
+      const env = { keep: [], set: { UNIT_NAME: unit, GREETING: 'a "b" 50%n $HOME' } };
+      const r = await run([others!.bun, others!.fixture("test/fixtures/unit-priv-app.ts"), "unit", "--user", "nobody"], { env: { UNIT_NAME: unit, UNIT_ENV: JSON.stringify(env) }, cwd: others!.root });
+      expect(r.code).toBe(0);
+      const text = r.stdout;
+      expect(text).toContain("User=nobody\n");
+      expect(text).toContain(`RuntimeDirectory=${unit}\n`);
+      await sd.install(service, text);
+      expect((await sd.systemctl("start", service)).code).toBe(0);
+      expect(await state(service)).toBe("active");
+      const pid = await sd.prop(service, "MainPID");
+      const inside = async (cmd: string[]) => (await sd.exec(cmd)).stdout;
+      const tasks = (await inside(["ls", `/proc/${pid}/task`])).split(/\s+/).filter(Boolean);
+      expect(tasks.length).toBeGreaterThan(1);
+      for (const t of tasks) {
+        const st = await inside(["cat", `/proc/${pid}/task/${t}/status`]);
+        expect(/^Uid:\s*(.*)$/m.exec(st)?.[1]?.trim().split(/\s+/)).toEqual(Array(4).fill("65534"));
+        expect(/^Gid:\s*(.*)$/m.exec(st)?.[1]?.trim().split(/\s+/)).toEqual(Array(4).fill("65534"));
+        expect(/^NoNewPrivs:\s*(.*)$/m.exec(st)?.[1]?.trim()).toBe("1");
+      }
+      expect((await inside(["cat", `/run/${unit}/${unit}.pid`])).trim()).toBe(pid);
+      expect((await inside(["stat", "-c", "%U %a", `/run/${unit}`])).trim()).toBe("nobody 755");
+      expect((await inside(["cat", `/proc/${pid}/environ`])).split("\0")).toContain('GREETING=a "b" 50%n $HOME');
+      expect((await sd.systemctl("stop", service)).code).toBe(0);
+      expect(await state(service)).toBe("inactive");
+      expect(await sd.prop(service, "Result")).toBe("success");
+      expect((await sd.exec(["test", "-e", `/run/${unit}`])).code).toBe(1);
+    }, 60_000);
+  });
 });
