@@ -15,14 +15,18 @@ export function checkName(name: unknown): string {
 
 /**
  * `/run/<name>.pid` for root, else `$XDG_RUNTIME_DIR/<name>.pid`, else
- * `/tmp/<name>-<uid>.pid`. Root dropping to a `user`: `/run/<name>/<name>.pid`,
+ * `/tmp/<name>-<uid>.pid`. With a `user` to drop to: `/run/<name>/<name>.pid`,
  * in a runtime directory the user owns (as systemd's RuntimeDirectory=), so
- * the daemon can still remove its PID file after the drop.
+ * the daemon can still remove its PID file after the drop. Other users find
+ * it there too once the directory exists (`status --user nobody` run as
+ * nobody must find the daemon root started, not look in /tmp).
  */
 export function defaultPidFile(name: string, dropsToUser = false): string {
   // Linux only (the rest of the library says so): process.getuid exists.
   const uid = process.getuid!();
-  if (uid === 0) return dropsToUser ? `/run/${name}/${name}.pid` : `/run/${name}.pid`;
+  const runtimeDir = `/run/${name}`;
+  if (dropsToUser && (uid === 0 || (require("node:fs") as typeof import("node:fs")).existsSync(runtimeDir))) return `${runtimeDir}/${name}.pid`;
+  if (uid === 0) return `/run/${name}.pid`;
   const xdg = process.env.XDG_RUNTIME_DIR;
   if (xdg) return `${xdg.replace(/\/+$/, "")}/${name}.pid`;
   return `/tmp/${name}-${uid}.pid`;
