@@ -203,3 +203,49 @@ function chmodTree(path: string): void {
   chmodSync(path, st.isDirectory() ? 0o755 : st.mode & 0o111 ? 0o755 : 0o644);
   if (st.isDirectory()) for (const e of readdirSync(path)) chmodTree(join(path, e));
 }
+
+// One datagram a line: "<receiver's CLOCK_MONOTONIC seconds> <fields joined by |>".
+const NOTIFY_RECEIVER = `
+import socket, sys, time
+addr, out = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("\\0" + addr[1:] if addr.startswith("@") else addr)
+open(out + ".bound", "w").close()
+with open(out, "a") as f:
+    while True:
+        msg = s.recv(65536).decode()
+        f.write("%.6f %s\\n" % (time.monotonic(), msg.replace("\\n", "|")))
+        f.flush()
+`;
+
+export interface NotifyReceiver {
+  /** The NOTIFY_SOCKET value: a path, or "@name" for the abstract namespace. */
+  address: string;
+  /** Datagrams so far, fields joined by "|". */
+  msgs(): string[];
+  /** With the receiver's monotonic time (s) of each. */
+  timed(): { t: number; m: string }[];
+}
+
+let receivers = 0;
+/**
+ * A real AF_UNIX datagram socket (bound by python3: Bun has no unix
+ * datagrams) that records every sd_notify datagram; stopped with the test's
+ * processes. Resolves once it is bound.
+ */
+export async function notifyReceiver(dir: string, kind: "path" | "abstract" = "abstract"): Promise<NotifyReceiver> {
+  const python = Bun.which("python3");
+  if (!python) throw new Error("python3, the datagram receiver, is missing");
+  const n = ++receivers;
+  const out = join(dir, `rx${n}.msgs`);
+  const address = kind === "path" ? join(dir, `rx${n}.sock`) : `@bun-daemon-notify-test-${process.pid}-${n}`;
+  const rx = Bun.spawn([python, "-c", NOTIFY_RECEIVER, address, out], { stdout: "ignore", stderr: "inherit" });
+  track(rx.pid);
+  if (!(await waitFor(() => existsSync(`${out}.bound`)))) throw new Error("the python3 receiver did not bind");
+  const timed = () =>
+    (existsSync(out) ? readFileSync(out, "utf8").split("\n").filter(Boolean) : []).map((l) => {
+      const i = l.indexOf(" ");
+      return { t: Number(l.slice(0, i)), m: l.slice(i + 1) };
+    });
+  return { address, timed, msgs: () => timed().map((x) => x.m) };
+}

@@ -7,7 +7,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { alive, BUN, cleanupProcesses, ROOT, tempDir, track, waitFor } from "./helpers.ts";
+import { alive, BUN, cleanupProcesses, notifyReceiver, ROOT, tempDir, track, waitFor } from "./helpers.ts";
 
 cleanupProcesses();
 const dir = tempDir("bd-notify-");
@@ -15,43 +15,8 @@ const APP = join(ROOT, "test/fixtures/notify-app.ts");
 const python = Bun.which("python3");
 const why = python ? "" : " (skipped: python3, the datagram receiver, is missing)";
 
-// Each datagram, one line: "<receiver's CLOCK_MONOTONIC seconds> <fields joined by |>".
-const RECEIVER = `
-import socket, sys, time
-addr, out = sys.argv[1], sys.argv[2]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind("\\0" + addr[1:] if addr.startswith("@") else addr)
-open(out + ".bound", "w").close()
-with open(out, "a") as f:
-    while True:
-        msg = s.recv(65536).decode()
-        f.write("%.6f %s\\n" % (time.monotonic(), msg.replace("\\n", "|")))
-        f.flush()
-`;
-
 let n = 0;
-interface Receiver {
-  address: string;
-  /** Datagrams so far, fields joined by "|". */
-  msgs(): string[];
-  /** With the receiver's monotonic time (s) of each. */
-  timed(): { t: number; m: string }[];
-}
-
-async function receiver(kind: "path" | "abstract" = "abstract"): Promise<Receiver> {
-  n++;
-  const out = join(dir, `rx${n}.msgs`);
-  const address = kind === "path" ? join(dir, `rx${n}.sock`) : `@bun-daemon-notify-test-${process.pid}-${n}`;
-  const rx = Bun.spawn([python!, "-c", RECEIVER, address, out], { stdout: "ignore", stderr: "inherit" });
-  track(rx.pid);
-  if (!(await waitFor(() => existsSync(`${out}.bound`)))) throw new Error("the python3 receiver did not bind");
-  const timed = () =>
-    (existsSync(out) ? readFileSync(out, "utf8").split("\n").filter(Boolean) : []).map((l) => {
-      const i = l.indexOf(" ");
-      return { t: Number(l.slice(0, i)), m: l.slice(i + 1) };
-    });
-  return { address, timed, msgs: () => timed().map((x) => x.m) };
-}
+const receiver = (kind: "path" | "abstract" = "abstract") => notifyReceiver(dir, kind);
 
 function daemon(args: string[], env: Record<string, string>, stderr: "pipe" | number = "pipe") {
   const p = Bun.spawn([BUN, "run", APP, ...args], {

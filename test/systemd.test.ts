@@ -5,34 +5,18 @@
  * (python3: Bun has none).
  */
 import { expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, cleanupProcesses, FIXTURE, tempDir, track, waitFor } from "./helpers.ts";
+import { BUN, cleanupProcesses, FIXTURE, notifyReceiver, tempDir, track, waitFor } from "./helpers.ts";
 
 cleanupProcesses();
 const dir = tempDir();
 const python = Bun.which("python3");
 
-const RECEIVER = `
-import socket, sys
-addr, out = sys.argv[1], sys.argv[2]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind("\\0" + addr[1:] if addr.startswith("@") else addr)
-open(out + ".bound", "w").close()
-with open(out, "a") as f:
-    while True:
-        msg = s.recv(4096).decode()
-        f.write(msg.replace("\\n", "|") + "\\n")
-        f.flush()
-`;
-
 for (const kind of ["path", "abstract"] as const) {
   test.skipIf(!python)(`sd_notify to a ${kind} socket: READY, RELOADING, STOPPING`, async () => {
-    const out = join(dir, `${kind}.msgs`);
-    const addr = kind === "path" ? join(dir, "notify.sock") : `@bun-daemon-test-${process.pid}-${Date.now()}`;
-    const rx = Bun.spawn([python!, "-c", RECEIVER, addr, out]);
-    track(rx.pid);
-    expect(await waitFor(() => existsSync(`${out}.bound`))).toBe(true);
+    const rx = await notifyReceiver(dir, kind);
+    const addr = rx.address;
     const d = Bun.spawn([BUN, "run", FIXTURE, "run", "--pid-file", join(dir, `${kind}.pid`)], {
       env: { ...process.env, NOTIFY_SOCKET: addr },
       stdout: "ignore",
@@ -40,7 +24,7 @@ for (const kind of ["path", "abstract"] as const) {
     });
     track(d.pid);
     // The STATUS=-only datagrams (which hook runs) are checked exactly in test/notify.test.ts.
-    const msgs = () => (existsSync(out) ? readFileSync(out, "utf8").split("\n").filter((m) => m && !/^STATUS=[^|]*$/.test(m)) : []);
+    const msgs = () => rx.msgs().filter((m) => !/^STATUS=[^|]*$/.test(m));
     expect(await waitFor(() => msgs().length >= 1)).toBe(true);
     expect(msgs()[0]).toBe(`READY=1|MAINPID=${d.pid}|STATUS=running`);
     d.kill("SIGHUP");
