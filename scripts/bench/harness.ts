@@ -311,8 +311,8 @@ export function startTiny(port: number, pidFile: string, env: Record<string, str
   return { ms: r.ms, pid: startedPid(r.stdout) };
 }
 
-/** Read `stream` until a line starting with READY; throws if it ends first or `ms` pass. */
-export async function readyLine(stream: ReadableStream<Uint8Array>, ms: number): Promise<void> {
+/** Read `stream` until what it printed matches `re`; returns that output. Throws if it ends first or `ms` pass. */
+export async function readUntil(stream: ReadableStream<Uint8Array>, re: RegExp, ms: number): Promise<string> {
   const reader = stream.getReader();
   const timer = setTimeout(() => void reader.cancel(), ms);
   const decoder = new TextDecoder();
@@ -320,14 +320,19 @@ export async function readyLine(stream: ReadableStream<Uint8Array>, ms: number):
   try {
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) throw new Error(`no READY line (output: ${JSON.stringify(seen)})`);
+      if (done) throw new Error(`never printed ${re} (output: ${JSON.stringify(seen)})`);
       seen += decoder.decode(value, { stream: true });
-      if (/^READY\b/m.test(seen)) return;
+      if (re.test(seen)) return seen;
     }
   } finally {
     clearTimeout(timer);
     reader.releaseLock();
   }
+}
+
+/** Read `stream` until a line starting with READY. */
+export async function readyLine(stream: ReadableStream<Uint8Array>, ms: number): Promise<void> {
+  await readUntil(stream, /^READY\b/m, ms);
 }
 
 /**

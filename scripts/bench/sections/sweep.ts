@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 
 import { join } from "node:path";
 import {
   BARE, BUN, ROOT, alive, childEnv, cleanups, compileCDaemon, foregroundCmd, interleave, lines, runsOf, slot, startArgs, startedPid,
-  num, stopChild, stopPid, table, timed, tmpDir, tmpFile, tracked, verify, waitPort,
+  num, readUntil, stopChild, stopPid, table, timed, tmpDir, tmpFile, tracked, verify, waitPort,
   type Derived, type Options, type Samples, type Section, type Step,
 } from "../harness.ts";
 
@@ -206,23 +206,6 @@ function straceStep(v: Variant, strace: string, cwd: string): Step {
   };
 }
 
-async function readUntil(stream: ReadableStream<Uint8Array>, re: RegExp, ms: number): Promise<string> {
-  const reader = stream.getReader();
-  const timer = setTimeout(() => void reader.cancel(), ms);
-  const decoder = new TextDecoder();
-  let seen = "";
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`never printed ${re}: ${JSON.stringify(seen)}`);
-      seen += decoder.decode(value, { stream: true });
-      if (re.test(seen)) return seen;
-    }
-  } finally {
-    clearTimeout(timer);
-    reader.releaseLock();
-  }
-}
 
 /** ms from the first line's execve to that pid's first non-thread clone/fork. */
 function launcherToFork(trace: string): number {
