@@ -333,10 +333,11 @@ export function becomeSubreaper(): void {
 
 /**
  * How child `pid` ended, read with waitid(WNOWAIT) so it stays waitable for
- * whoever inherits it after we exit: "exit status N", "killed by SIGX", or
- * undefined while it has not ended.
+ * whoever inherits it after we exit: `text` "exit status N" or "killed by
+ * SIGX", `status` what a shell shows (N, or 128 + the signal); undefined
+ * while it has not ended.
  */
-export function childEnd(pid: number): string | undefined {
+export function childEnd(pid: number): { text: string; status: number } | undefined {
   const P_PID = 1;
   const WEXITED = 4;
   const WNOHANG = 1;
@@ -345,9 +346,9 @@ export function childEnd(pid: number): string | undefined {
   if (libc().waitid(P_PID, pid, ptr(info), WEXITED | WNOHANG | WNOWAIT) !== 0 || info[4] !== pid) return undefined;
   const code = info[2]; // si_code: CLD_EXITED 1, CLD_KILLED 2, CLD_DUMPED 3
   const status = info[6]!;
-  if (code === 1) return `exit status ${status}`;
+  if (code === 1) return { text: `exit status ${status}`, status };
   const name = Object.entries(osConstants.signals).find(([, n]) => n === status)?.[0] ?? `signal ${status}`;
-  return `killed by ${name}${code === 3 ? ", core dumped" : ""}`;
+  return { text: `killed by ${name}${code === 3 ? ", core dumped" : ""}`, status: 128 + status };
 }
 
 /** kill(2): 0 on success, otherwise errno (ESRCH when there is no such process). */

@@ -82,8 +82,6 @@ const TICK_MS = 25;
  */
 const DROPPED_ENV = new Set(["BUN_FEATURE_FLAG_NO_ORPHANS"]);
 
-export { runtimeFlags };
-
 /** The argv that re-executes this very program (runtime flags filtered by runtimeFlags(), arguments kept). */
 export function reexecArgv(): { file: string; argv: string[] } {
   const args = process.argv.slice(2);
@@ -469,7 +467,7 @@ class Launcher {
   /** The daemon ended without a word: how, as its subreaper sees it. */
   private exitedEarly(): DaemonError {
     let end: { text: string; status: number } | undefined;
-    for (let i = 0; this.daemonPid !== undefined && i < 100 && !(end = exitOf(this.daemonPid)); i++) Bun.sleepSync(10);
+    for (let i = 0; this.daemonPid !== undefined && i < 100 && !(end = childEnd(this.daemonPid)); i++) Bun.sleepSync(10);
     return new DaemonError(
       "DAEMON_EXITED",
       `the daemon${this.pidText()} exited before it was ready${end ? ` (${end.text})` : ""}${this.daemonPid === undefined ? "" : "; its output, if any, is above"}`,
@@ -517,17 +515,6 @@ class Launcher {
     this.failure ??= this.exitedEarly();
     return true;
   }
-}
-
-/** How child `pid` ended: text and the exit status a shell would show (128+N for a signal). */
-function exitOf(pid: number): { text: string; status: number } | undefined {
-  const text = childEnd(pid);
-  if (text === undefined) return undefined;
-  const exited = /^exit status (\d+)/.exec(text);
-  if (exited) return { text, status: Number(exited[1]) };
-  const sig = /^killed by (\w+)/.exec(text)?.[1];
-  const num = sig === undefined ? undefined : (osConstants.signals as Record<string, number>)[sig];
-  return { text, status: num === undefined ? 1 : 128 + num };
 }
 
 /** What a hung child is doing, for the message: its state and kernel wait channel. */
