@@ -42,6 +42,11 @@ export interface DaemonErrorOptions {
 let errnoNames: Map<number, string> | undefined;
 const errnoNumbers = (): Record<string, number> => (require("node:os") as typeof import("node:os")).constants.errno as Record<string, number>;
 
+/** 2 for `ENOENT`; undefined for a name the platform does not have. */
+export function errnoNumber(name: string): number | undefined {
+  return errnoNumbers()[name];
+}
+
 /** `ENOENT` for 2, `errno 999` for numbers the platform does not name. */
 export function errnoName(errno: number): string {
   errnoNames ??= new Map(Object.entries(errnoNumbers()).map(([name, n]) => [n, name]));

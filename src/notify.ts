@@ -7,7 +7,7 @@
  * Imported by src/index.ts: nothing heavy at the top (the FFI module loads
  * on the first datagram), and nothing runs at import.
  */
-import { DaemonError } from "./errors.ts";
+import { DaemonError, errnoNumber } from "./errors.ts";
 
 /** The variables a supervisor hands its main process only. */
 export const SUPERVISOR_ENV = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] as const;
@@ -182,7 +182,7 @@ export function errnoOf(err: unknown): number | undefined {
       const e = cur as { errno?: unknown; code?: unknown; cause?: unknown };
       if (typeof e.errno === "number" && Number.isInteger(e.errno) && e.errno !== 0) return Math.abs(e.errno);
       if (typeof e.code === "string" && /^E[A-Z0-9]+$/.test(e.code)) {
-        const n = ((require("node:os") as typeof import("node:os")).constants.errno as Record<string, number>)[e.code];
+        const n = errnoNumber(e.code);
         if (n !== undefined) return n;
       }
       cur = e.cause;
