@@ -16,7 +16,7 @@ export type { DaemonHandle } from "./stage.ts";
 export interface DaemonizeOptions extends PrivilegeConfig {
   /** Name for the default PID file and the process name (/proc/PID/comm). Required. */
   name: string;
-  /** PID file path. Default: `/run/<name>.pid` for root (`/run/<name>/<name>.pid`, owned by the user, with `user`), else `$XDG_RUNTIME_DIR/<name>.pid`, else `/tmp/<name>-<uid>.pid`. */
+  /** PID file path. Default: `/run/<name>.pid` for root (`/run/<name>/<name>.pid`, owned by the user, with `user`; both inside the root with `chroot`), else `$XDG_RUNTIME_DIR/<name>.pid`, else `/tmp/<name>-<uid>.pid`. */
   pidFile?: string;
   /** Append the daemon's stdout/stderr here once it is ready. Default: /dev/null. */
   logFile?: string;
@@ -76,7 +76,7 @@ export function resolveOptions(opts: DaemonizeOptions) {
   if (opts.rlimits !== undefined && (typeof opts.rlimits !== "object" || opts.rlimits === null)) throw bad("rlimits must be an object such as { core: 0, nofile: 4096 }");
   return {
     name,
-    pidFile: pidFile ?? defaultPidFile(name, user !== undefined),
+    pidFile: pidFile ?? defaultPidFile(name, user !== undefined, chroot),
     pidFileIsDefault: pidFile === undefined,
     ...(user === undefined ? {} : { user }),
     ...(group === undefined ? {} : { group }),
@@ -132,7 +132,8 @@ export async function daemonize(opts: DaemonizeOptions): Promise<DaemonHandle> {
   const o = resolveOptions(opts);
   called = true;
   if (isDaemonStage()) {
-    const handle = (await import("./stage.ts")).enterStage(o);
+    const stage = await import("./stage.ts");
+    const handle = stage.enterStage(o);
     const { releasePidFile } = await import("./pidfile.ts");
     exitCleanlyOnSignals(() => releasePidFile(handle.pidFile));
     const priv = await import("./privileges.ts");
@@ -151,7 +152,8 @@ export async function daemonize(opts: DaemonizeOptions): Promise<DaemonHandle> {
     handle.ready = () => {
       if (!handle.settled) {
         try {
-          priv.drop(o);
+          const inside = o.chroot === undefined ? undefined : priv.rootPaths(o.chroot, { pidFile: handle.pidFile.path, ...(o.logFile === undefined ? {} : { logFile: o.logFile }) });
+          priv.drop(o, () => inside && stage.moveIntoRoot(handle, inside));
         } catch (err) {
           failNow(err);
         }

@@ -9,7 +9,7 @@ import type { Registration } from "./hooks.ts";
 import { keepOutputErrorsHarmless, type Logger } from "./log.ts";
 import { errnoOf, heldInForeground, notifyAddress, send, statusText, takeSupervisorEnv, watchdogPeriodMs } from "./notify.ts";
 import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
-import { applyRlimits, drop, type PrivilegeOptions } from "./privileges.ts";
+import { applyRlimits, drop, rootPaths, type PrivilegeOptions } from "./privileges.ts";
 import type { DaemonHandle } from "./stage.ts";
 import type { HookContext, HookName, Mode, ShutdownContext } from "./types.ts";
 import { startWatchdog } from "./watchdog.ts";
@@ -123,7 +123,14 @@ export class Lifecycle {
     this.dropped = true;
     const o = this.o.privileges;
     if (!o) return;
-    const t = drop(o);
+    // With a chroot: the files' paths inside it, resolved while they are still reachable.
+    const inside = o.chroot === undefined ? undefined : rootPaths(o.chroot, { pidFile: this.o.lock.path, ...(o.logFile === undefined ? {} : { logFile: o.logFile }) });
+    const t = drop(o, () => {
+      if (!inside) return;
+      // Loaded only with a chroot: the foreground never loads the stage otherwise.
+      if (this.o.stage) (require("./stage.ts") as typeof import("./stage.ts")).moveIntoRoot(this.o.stage, inside);
+      else this.o.lock.path = inside.pidFile;
+    });
     if (t) this.o.log.info(`dropped privileges to ${t.name} (uid ${t.uid}, gid ${t.gid}, groups ${t.groups.join(",")})${o.chroot ? `, chroot ${o.chroot}` : ""}; verified on every thread`);
   }
 

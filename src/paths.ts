@@ -20,8 +20,12 @@ export function checkName(name: unknown): string {
  * the daemon can still remove its PID file after the drop. Other users find
  * it there too once the directory exists (`status --user nobody` run as
  * nobody must find the daemon root started, not look in /tmp).
+ * With a `chroot` (which only root can enter): root's default inside it,
+ * `<chroot>/run/<name>.pid` or `<chroot>/run/<name>/<name>.pid`, so the
+ * daemon still reaches its PID file after the chroot.
  */
-export function defaultPidFile(name: string, dropsToUser = false): string {
+export function defaultPidFile(name: string, dropsToUser = false, chroot?: string): string {
+  if (chroot !== undefined) return `${chroot.replace(/\/+$/, "")}${dropsToUser ? `/run/${name}/${name}.pid` : `/run/${name}.pid`}`;
   // Linux only (the rest of the library says so): process.getuid exists.
   const uid = process.getuid!();
   const runtimeDir = `/run/${name}`;

@@ -5,11 +5,12 @@
  * setgroups reach them all (its internal signal 33), and the verification
  * reads each task's /proc status to prove it, rather than trusting that.
  */
-import { chownSync, closeSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, constants as fsc } from "node:fs";
-import { dirname } from "node:path";
+import { chownSync, closeSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, statSync, constants as fsc } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { lookupUserSpec } from "./environment.ts";
 import { DaemonError, errnoName, fromNodeError } from "./errors.ts";
 import {
-  enterChroot, groupList, lookupGroup, lookupUser, RLIMITS, setGid, setGroups, setNoNewPrivs, setRlimit, setUid, syncNoNewPrivs, trySetUid,
+  enterChroot, groupList, lookupGroup, RLIMITS, setGid, setGroups, setNoNewPrivs, setRlimit, setUid, syncNoNewPrivs, trySetUid,
 } from "./ffi.ts";
 import type { Mode } from "./types.ts";
 
@@ -37,15 +38,6 @@ export interface Target {
 
 const fail = (message: string) => new DaemonError("PRIVILEGES", message);
 
-/** A user given as digits is a uid (as `chown 65534` reads it) when no user has that name. */
-function lookupUserSpec(user: string | number) {
-  if (typeof user === "string" && /^\d+$/.test(user)) {
-    const byName = lookupUser(user);
-    return byName.entry ? byName : lookupUser(Number(user));
-  }
-  return lookupUser(user);
-}
-
 /** Resolve user and group through NSS. Throws PRIVILEGES naming what is unknown. */
 export function resolveTarget(user: string | number, group?: string | number): Target {
   const u = lookupUserSpec(user);
@@ -72,6 +64,10 @@ export function isAlready(t: Target): boolean {
  * with one line rather than in a detached daemon.
  */
 export function checkLauncher(o: PrivilegeOptions): Target | undefined {
+  if (o.chroot !== undefined) {
+    checkChrootDir(o.chroot);
+    if (!hasCapability(CAP_SYS_CHROOT)) throw fail(`drop privileges: chroot: this process (uid ${process.geteuid!()}) lacks CAP_SYS_CHROOT, so it cannot chroot to ${o.chroot} (EPERM): start it as root`);
+  }
   if (o.user === undefined) {
     if (o.group !== undefined) throw fail("drop privileges: group is set without user; give user too");
     return undefined;
@@ -80,8 +76,18 @@ export function checkLauncher(o: PrivilegeOptions): Target | undefined {
   if (process.geteuid!() !== 0 && !isAlready(t)) {
     throw fail(`drop privileges to ${t.name}: this process runs as uid ${process.geteuid!()}, not root, so it cannot become uid ${t.uid} (EPERM): start it as root${t.uid === 0 ? "" : ` or as ${t.name}`}`);
   }
-  if (o.chroot !== undefined) checkChrootDir(o.chroot);
   return t;
+}
+
+const CAP_SYS_CHROOT = 18;
+
+/** Whether the effective capability set (CapEff in /proc/self/status) holds `cap`. */
+function hasCapability(cap: number): boolean {
+  try {
+    const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1];
+    if (hex !== undefined) return ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
+  } catch {}
+  return process.geteuid!() === 0;
 }
 
 function checkChrootDir(dir: string): void {
@@ -94,6 +100,57 @@ function checkChrootDir(dir: string): void {
   if (!st.isDirectory()) throw fail(`drop privileges: chroot: ${dir} is not a directory (ENOTDIR)`);
 }
 
+/** The daemon's own files, as paths outside the root and (after the chroot) inside it. */
+export interface RootPaths {
+  pidFile: string;
+  logFile?: string;
+}
+
+/**
+ * Where the PID file and the log file are once the daemon is inside
+ * `root`: each must lie under it, or after the chroot the daemon could
+ * neither remove its PID file on stop nor reopen its log after logrotate
+ * (BIND's `named -t` reads its paths inside the root the same way).
+ * Directories are resolved (symlinks included) before the chroot, so the
+ * inside path names the very file the outside one does. Throws PRIVILEGES
+ * naming the file and a path that would work.
+ */
+export function rootPaths(root: string, paths: RootPaths): RootPaths {
+  let realRoot: string;
+  try {
+    realRoot = realpathSync(root);
+  } catch (err) {
+    throw fromNodeError("PRIVILEGES", "drop privileges: chroot", err, root);
+  }
+  const inside = (file: string, what: string, flag: string): string => {
+    let dir: string;
+    try {
+      dir = realpathSync(dirname(file));
+    } catch (err) {
+      throw fromNodeError("PRIVILEGES", `drop privileges: chroot: the ${what}'s directory`, err, dirname(file));
+    }
+    const rel = dir === realRoot ? "" : dir.startsWith(`${realRoot === "/" ? "" : realRoot}/`) ? dir.slice(realRoot === "/" ? 0 : realRoot.length) : undefined;
+    if (rel === undefined) {
+      throw fail(`drop privileges: chroot: the ${what} ${file} is outside the chroot ${root}: after the chroot the daemon could not ${what === "log file" ? "reopen it after logrotate" : "remove it on stop"}; put it inside, e.g. ${flag} ${join(root, what === "log file" ? "var/log" : "run", basename(file))}`);
+    }
+    return `${rel}/${basename(file)}`;
+  };
+  return {
+    pidFile: inside(paths.pidFile, "PID file", "--pid-file"),
+    ...(paths.logFile === undefined ? {} : { logFile: inside(paths.logFile, "log file", "--log-file") }),
+  };
+}
+
+/** mkdir 0755 unless it exists, then refuse anything but a real directory there (a symlink is never followed). */
+function ensureDir(dir: string, step: string): void {
+  try {
+    mkdirSync(dir, { mode: 0o755 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw fromNodeError("PRIVILEGES", step, err, dir);
+  }
+  if (!lstatSync(dir).isDirectory()) throw fail(`${step}: ${dir} exists and is not a directory (a symlink is never followed); remove it`);
+}
+
 /**
  * The runtime directory of the default PID file when `user` is set:
  * `/run/<name>/`, 0755, owned by the user (as systemd's RuntimeDirectory=),
@@ -102,13 +159,7 @@ function checkChrootDir(dir: string): void {
  */
 export function prepareRuntimeDir(pidFile: string, t: Target): void {
   const dir = dirname(pidFile);
-  try {
-    mkdirSync(dir, { mode: 0o755 });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw fromNodeError("PRIVILEGES", "create the runtime directory", err, dir);
-  }
-  const st = lstatSync(dir);
-  if (!st.isDirectory()) throw fail(`create the runtime directory: ${dir} exists and is not a directory (a symlink is never followed); remove it`);
+  ensureDir(dir, "create the runtime directory");
   try {
     chownSync(dir, t.uid, t.gid);
   } catch (err) {
@@ -141,15 +192,18 @@ function handOverLogFile(path: string, t: Target): void {
 }
 
 /**
- * Everything the launcher does for `user` before it locks or forks: check
- * the target (unknown user or group, non-root launcher, missing chroot),
- * create the default PID file's runtime directory owned by the user.
+ * Everything the launcher does for `user` and `chroot` before it locks or
+ * forks: check the target (unknown user or group, non-root launcher,
+ * missing chroot), create the default PID file's directory (with `chroot`,
+ * `<root>/run` first; with `user`, owned by the user), and with `chroot`
+ * check that the PID file and the log file lie inside the root.
  * Throws PRIVILEGES.
  */
 export function prepareLaunch(o: PrivilegeOptions & { pidFile: string; pidFileIsDefault: boolean }): void {
   const t = checkLauncher(o);
-  if (!t || isAlready(t)) return;
-  if (o.pidFileIsDefault) prepareRuntimeDir(o.pidFile, t);
+  if (o.chroot !== undefined && o.pidFileIsDefault) ensureDir(join(o.chroot, "run"), "drop privileges: chroot: create the run directory");
+  if (t && !isAlready(t) && o.pidFileIsDefault) prepareRuntimeDir(o.pidFile, t);
+  if (o.chroot !== undefined) rootPaths(o.chroot, { pidFile: o.pidFile, ...(o.logFile === undefined ? {} : { logFile: o.logFile }) });
 }
 
 /** setrlimit each of `rlimits`; `core` is 0 in daemon mode unless given (a core dump holds the daemon's secrets). */
@@ -224,9 +278,10 @@ export function verifyDrop(t: Target, noNewPrivs: boolean): void {
  * The drop, in the order that works: look the user up (NSS needs /etc),
  * hand the log file over, chroot (needs CAP_SYS_CHROOT, so before setuid), supplementary groups,
  * gid, uid (each on every thread), no_new_privs (on every thread), then the
- * verification. Returns the user dropped to, or undefined when none was set.
+ * verification. `intoRoot` runs right after the chroot (the caller moves its
+ * paths inside). Returns the user dropped to, or undefined when none was set.
  */
-export function drop(o: PrivilegeOptions): Target | undefined {
+export function drop(o: PrivilegeOptions, intoRoot?: () => void): Target | undefined {
   if (o.user === undefined) {
     if (o.group !== undefined) throw fail("drop privileges: group is set without user; give user too");
     if (o.chroot === undefined && !o.noNewPrivileges) return undefined;
@@ -242,6 +297,8 @@ export function drop(o: PrivilegeOptions): Target | undefined {
     enterChroot(o.chroot, `drop privileges${who}: chroot`);
     // Without it the cwd stays outside the new root: the classic escape.
     process.chdir("/");
+    // Before any step that can fail: a failed start still removes its PID file.
+    intoRoot?.();
   }
   if (t && !isAlready(t)) {
     setGroups(t.groups, `drop privileges${who}: initgroups`);

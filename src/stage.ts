@@ -56,6 +56,19 @@ export interface DaemonHandle {
   readonly settled: boolean;
 }
 
+/** Each handle's log path setter, for moveIntoRoot(): not a method, so the public DaemonHandle stays as it is. */
+const logPaths = new WeakMap<DaemonHandle, (path: string) => void>();
+
+/**
+ * After a chroot: the PID file and the log file by their paths inside the
+ * root (privileges.ts rootPaths()), so the removal at exit and the reopen
+ * on SIGUSR1 still reach them.
+ */
+export function moveIntoRoot(handle: DaemonHandle, paths: { pidFile: string; logFile?: string }): void {
+  handle.pidFile.path = paths.pidFile;
+  if (paths.logFile !== undefined) logPaths.get(handle)?.(paths.logFile);
+}
+
 function openLog(path: string, trustedUid: number | undefined): number {
   // The same checks as the launcher's, again on every reopen: after logrotate the path is a new file.
   return openLogFile(path, trustedUid);
@@ -120,10 +133,11 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
   // moved, including the private dups Bun makes of fds 1 and 2 when
   // process.stdout/stderr are first used.
   const outPipe = fdTarget(1);
-  // The user the daemon drops to (a `user` option) owns its log file; found in /etc/passwd, as the launcher does.
+  // The user the daemon drops to (a `user` option) owns its log file; looked up as the launcher does.
   const user = (opts as { user?: string | number }).user;
   const logUid = user === undefined ? undefined : accountOf(user).uid;
   const logFd = opts.logFile === undefined ? -1 : openLog(opts.logFile, logUid);
+  let logPath = opts.logFile;
   process.chdir(opts.cwd);
   setProcessName(opts.name);
 
@@ -186,13 +200,16 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
       if (!settled) send(encodeJson(FRAME_STOPPING, { graceMs: Math.ceil(graceMs) }));
     },
     reopenLog() {
-      if (opts.logFile === undefined || !isReady) return false;
-      const fresh = openLog(opts.logFile, logUid);
+      if (logPath === undefined || !isReady) return false;
+      const fresh = openLog(logPath, logUid);
       // Every fd on the old file, logFd included, now points at the new one.
       redirectAll(fdTarget(1), fresh);
       closeFd(fresh);
       return true;
     },
   };
+  logPaths.set(handle, (path) => {
+    logPath = path;
+  });
   return handle;
 }

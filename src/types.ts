@@ -111,8 +111,10 @@ export interface PrivilegeConfig {
    * chroot(2) into this directory at the drop (after init), then chdir("/").
    * The directory must hold what the daemon still needs: /proc (mounted
    * there: readiness and the verification read it), DNS files, every module
-   * a later `import()` loads. Paths (PID file, log file) stay those outside.
-   * Default: none.
+   * a later `import()` loads. The PID file and the log file must lie inside
+   * it (the launcher refuses others); the default PID file is root's default
+   * inside the root (`<chroot>/run/<name>/<name>.pid` with `user`).
+   * Needs root (CAP_SYS_CHROOT). Default: none.
    */
   chroot?: string;
   /** Resource limits, set before the app loads. Default: `{ core: 0 }` in daemon mode, nothing in the foreground. */

@@ -195,40 +195,76 @@ describe.skipIf(!isRoot)("as root, dropping to nobody", () => {
       }
     }, 30_000);
 
-    test("a failed verification in the daemon (a chroot without /proc): PRIVILEGES naming the step, the launcher prints it, the daemon is gone", async () => {
+    test("a failed verification in the daemon (a chroot without /proc): PRIVILEGES naming the step, the launcher prints it, the daemon is gone and so is its PID file inside the root", async () => {
       const name = fresh();
       const root = join(dir, `bare-root-${n}`);
       mkdirSync(root, { mode: 0o755 });
-      const pidFile = join(dir, `${name}.pid`);
-      const r = await cli(["start", "--user", "nobody", "--pid-file", pidFile], { PRIV_NAME: name, PRIV_CHROOT: root });
+      const pidFile = join(root, "run", name, `${name}.pid`);
+      const r = await cli(["start", "--user", "nobody"], { PRIV_NAME: name, PRIV_CHROOT: root });
       expect(r.code).toBe(1);
       expect(r.stderr).toContain(`${name}: failed to start: drop privileges to nobody: verify (with chroot, the directory needs /proc mounted inside): scandir /proc/self/task failed: ENOENT`);
       nothingLeft(name, pidFile);
     }, 30_000);
+
+    test("with chroot, a PID file or a log file outside the root is refused before anything starts, naming a path that works", async () => {
+      const name = fresh();
+      const root = join(dir, `out-root-${n}`);
+      mkdirSync(root, { mode: 0o755 });
+      const pidFile = join(dir, `${name}.pid`);
+      let r = await cli(["start", "--user", "nobody", "--pid-file", pidFile], { PRIV_NAME: name, PRIV_CHROOT: root });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`${name}: drop privileges: chroot: the PID file ${pidFile} is outside the chroot ${root}: after the chroot the daemon could not remove it on stop; put it inside, e.g. --pid-file ${join(root, "run", `${name}.pid`)}\n`);
+      nothingLeft(name, pidFile);
+      const log = join(dir, `${name}.log`);
+      r = await cli(["start", "--user", "nobody", "--log-file", log], { PRIV_NAME: name, PRIV_CHROOT: root });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`${name}: drop privileges: chroot: the log file ${log} is outside the chroot ${root}: after the chroot the daemon could not reopen it after logrotate; put it inside, e.g. --log-file ${join(root, "var/log", `${name}.log`)}\n`);
+      nothingLeft(name, log, join(root, "run", name, `${name}.pid`));
+    }, 30_000);
   });
 
   // The documented recipe: a private mount namespace gives the root its own /proc.
-  test.skipIf(!haveUnshare)("chroot example: a root with /proc mounted; the daemon serves from inside it as nobody", async () => {
+  test.skipIf(!haveUnshare)("chroot example: a root with /proc mounted; the daemon serves from inside it as nobody, reopens its log inside the root on SIGUSR1, and stop removes its PID file there", async () => {
     const name = fresh();
     const port = lowPort();
     const root = join(dir, `root-${n}`);
     mkdirSync(join(root, "proc"), { recursive: true, mode: 0o755 });
+    mkdirSync(join(root, "var/log"), { recursive: true, mode: 0o755 });
     chmodSync(root, 0o755);
-    const pidFile = join(dir, `${name}.pid`);
-    const log = join(dir, `${name}.log`);
+    // As logrotate's `create` needs it: the daemon's user creates the next log file.
+    chownSync(join(root, "var/log"), NOBODY, NOBODY);
+    const env = { PRIV_NAME: name, PRIV_PORT: String(port), PRIV_CHROOT: root };
+    const log = join(root, "var/log", `${name}.log`);
     const r = await run(
-      ["unshare", "--mount", "--propagation", "private", "sh", "-c", `mount -t proc proc "$1/proc" && shift && exec "$@"`, "sh", root, others.bun, APP, "start", "--user", "nobody", "--pid-file", pidFile, "--log-file", log],
-      { env: { PRIV_NAME: name, PRIV_PORT: String(port), PRIV_CHROOT: root }, cwd: others.root },
+      ["unshare", "--mount", "--propagation", "private", "sh", "-c", `mount -t proc proc "$1/proc" && shift && exec "$@"`, "sh", root, others.bun, APP, "start", "--user", "nobody", "--log-file", log],
+      { env, cwd: others.root },
     );
     track(startedPid(r.stdout));
     expect(r.stderr).toContain(`dropped privileges to nobody (uid ${NOBODY}, gid ${NOBODY}, groups ${NOBODY}), chroot ${root}`);
     expect(r.code).toBe(0);
     const pid = startedPid(r.stdout)!;
-    expect((await import("node:fs")).readlinkSync(`/proc/${pid}/root`)).toBe(root);
-    expect((await import("node:fs")).readlinkSync(`/proc/${pid}/cwd`)).toBe(root); // chdir("/") inside it: no way out through the cwd
+    const { readlinkSync } = await import("node:fs");
+    expect(readlinkSync(`/proc/${pid}/root`)).toBe(root);
+    expect(readlinkSync(`/proc/${pid}/cwd`)).toBe(root); // chdir("/") inside it: no way out through the cwd
     expect(((await (await fetch(`http://127.0.0.1:${port}/ids`)).json()) as { uid: number }).uid).toBe(NOBODY);
-    const s = await cli(["stop", "--pid-file", pidFile], { PRIV_NAME: name });
+    // The default PID file is root's default inside the root, in a directory nobody owns.
+    const pidFile = join(root, "run", name, `${name}.pid`);
+    expect(readFileSync(pidFile, "utf8").trim()).toBe(String(pid));
+    expect(statSync(join(root, "run", name)).uid).toBe(NOBODY);
+
+    // logrotate: rename, then SIGUSR1; the daemon (nobody, inside the root) creates the new file.
+    renameSync(log, `${log}.1`);
+    process.kill(pid, "SIGUSR1");
+    expect(await waitFor(() => existsSync(log) && readFileSync(log, "utf8").includes("log file reopened"), 10_000)).toBe(true);
+    await fetch(`http://127.0.0.1:${port}/say?m=after-rotate-${name}`);
+    expect(await waitFor(() => readFileSync(log, "utf8").includes(`after-rotate-${name}`), 10_000)).toBe(true);
+    expect(statSync(log).uid).toBe(NOBODY);
+    expect(readFileSync(`${log}.1`, "utf8")).not.toContain(`after-rotate-${name}`);
+
+    const s = await cli(["stop", "--user", "nobody"], env);
+    expect(s.stderr).toBe("");
     expect(s.code).toBe(0);
     expect(alive(pid)).toBe(false);
+    expect(existsSync(pidFile)).toBe(false);
   }, 60_000);
 });
