@@ -54,7 +54,7 @@ export function checkEnv(value: unknown): EnvOption {
   return out;
 }
 
-/** Name and home of a user, from /etc/passwd (by name or uid). */
+/** Name and home of a user, as the C library's lookup (NSS) has them. */
 export interface Account {
   name: string;
   home: string;
@@ -62,31 +62,28 @@ export interface Account {
   uid: number | undefined;
 }
 
+/** A user given as digits is a uid (as `chown 65534` reads it) when no user has that name. */
+export function lookupUserSpec(user: string | number): ReturnType<typeof import("./ffi.ts").lookupUser> {
+  // Loaded here, not at import: resolveOptions (imported by "bun-daemon") checks the option.
+  const { lookupUser } = require("./ffi.ts") as typeof import("./ffi.ts");
+  if (typeof user === "string" && /^\d+$/.test(user)) {
+    const byName = lookupUser(user);
+    return byName.entry ? byName : lookupUser(Number(user));
+  }
+  return lookupUser(user);
+}
+
 /**
  * The account the daemon will run as: `user` (a name or uid, when the
- * `user` option is given) or the current user. /etc/passwd first; for the
- * current user the C library's answer (os.userInfo: NSS, LDAP) otherwise;
- * else the uid as name and "/" as home.
+ * `user` option is given; digits are a uid unless a user has that name, as
+ * for the drop) or the current user, through getpwnam/getpwuid, so LDAP and
+ * userdb users are found as the drop finds them; else the name as given
+ * and "/" as home.
  */
-export function accountOf(user: string | number | undefined, passwd = "/etc/passwd"): Account {
+export function accountOf(user: string | number | undefined): Account {
   const wanted = user ?? process.getuid?.() ?? 0;
-  let text = "";
-  try {
-    // Loaded here, not at import: resolveOptions (imported by "bun-daemon") checks the option.
-    text = (require("node:fs") as typeof import("node:fs")).readFileSync(passwd, "utf8");
-  } catch {}
-  for (const line of text.split("\n")) {
-    const f = line.split(":");
-    if (f.length < 7) continue;
-    if (typeof wanted === "number" || /^\d+$/.test(wanted) ? f[2] === String(wanted) : f[0] === wanted) return { name: f[0]!, home: f[5] || "/", uid: Number(f[2]) };
-  }
-  if (user === undefined) {
-    try {
-      const u = (require("node:os") as typeof import("node:os")).userInfo();
-      // Bun 1.4's userInfo() names every user "unknown": then the uid is the better name.
-      return { name: u.username && u.username !== "unknown" ? u.username : String(u.uid), home: u.homedir || "/", uid: u.uid };
-    } catch {}
-  }
+  const entry = lookupUserSpec(wanted).entry;
+  if (entry) return { name: entry.name, home: entry.dir || "/", uid: entry.uid };
   return { name: String(wanted), home: "/", uid: typeof wanted === "number" ? wanted : undefined };
 }
 

@@ -100,13 +100,29 @@ describe("env", () => {
     }
   });
 
-  test("HOME and USER of a user named by the `user` option come from /etc/passwd; `set` wins over keep and the defaults", () => {
-    const passwd = join(dir, "passwd");
-    require("node:fs").writeFileSync(passwd, "root:x:0:0:root:/root:/bin/sh\nsvc:x:4242:4242::/var/lib/svc:/usr/sbin/nologin\n");
-    expect(accountOf("svc", passwd)).toEqual({ name: "svc", home: "/var/lib/svc", uid: 4242 });
-    expect(accountOf(4242, passwd)).toEqual({ name: "svc", home: "/var/lib/svc", uid: 4242 });
-    expect(accountOf("ghost", passwd)).toEqual({ name: "ghost", home: "/", uid: undefined });
-    const env = daemonEnvironment({ FOO: "1", HOME: "/root", NOTIFY_SOCKET: "/run/n" }, { keep: ["FOO", "HOME"], set: { FOO: "2" } }, () => accountOf("svc", passwd));
-    expect(env).toEqual({ FOO: "2", HOME: "/root", USER: "svc", LOGNAME: "svc", PATH: env.PATH!, LANG: "C.UTF-8", TZ: ":/etc/localtime", NOTIFY_SOCKET: "/run/n" });
+  test("HOME and USER of a user named by the `user` option come from the C library's lookup (NSS); `set` wins over keep and the defaults", () => {
+    const fields = (line: string) => line.trim().split(":");
+    const root = fields(Bun.spawnSync(["getent", "passwd", "root"]).stdout.toString());
+    expect(accountOf("root")).toEqual({ name: "root", home: root[5]!, uid: 0 });
+    expect(accountOf(0)).toEqual({ name: "root", home: root[5]!, uid: 0 });
+    expect(accountOf("0")).toEqual({ name: "root", home: root[5]!, uid: 0 });
+    expect(accountOf("ghost-bd-no-such-user")).toEqual({ name: "ghost-bd-no-such-user", home: "/", uid: undefined });
+    const env = daemonEnvironment({ FOO: "1", HOME: "/elsewhere", NOTIFY_SOCKET: "/run/n" }, { keep: ["FOO", "HOME"], set: { FOO: "2" } }, () => accountOf("root"));
+    expect(env).toEqual({ FOO: "2", HOME: "/elsewhere", USER: "root", LOGNAME: "root", PATH: env.PATH!, LANG: "C.UTF-8", TZ: ":/etc/localtime", NOTIFY_SOCKET: "/run/n" });
+  });
+
+  // A user that NSS knows but /etc/passwd does not (LDAP, userdb): nss-systemd
+  // synthesizes "nobody" once it is missing from the file, so a private mount
+  // namespace with a passwd file without it shows the difference.
+  const nssSystemd = process.getuid?.() === 0 && Bun.which("unshare") !== null && /^passwd:.*\bsystemd\b/m.test(existsSync("/etc/nsswitch.conf") ? readFileSync("/etc/nsswitch.conf", "utf8") : "");
+  test.skipIf(!nssSystemd)("a user only NSS knows (not in /etc/passwd) is found, as getpwnam finds it for the drop", async () => {
+    const passwd = join(dir, "passwd-without-nobody");
+    require("node:fs").writeFileSync(passwd, readFileSync("/etc/passwd", "utf8").split("\n").filter((l) => !l.startsWith("nobody:")).join("\n"));
+    const probe = `const { accountOf } = await import(${JSON.stringify(join(ROOT, "src/environment.ts"))}); console.log(JSON.stringify(accountOf("nobody")));`;
+    const r = await run(["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount --bind "$1" /etc/passwd && shift && getent passwd nobody && exec "$@"', "sh", passwd, BUN, "-e", probe]);
+    expect(r.stderr).toBe("");
+    const [getent, json] = r.stdout.trim().split("\n");
+    const f = getent!.split(":");
+    expect(JSON.parse(json!)).toEqual({ name: "nobody", home: f[5]!, uid: Number(f[2]) });
   });
 });
