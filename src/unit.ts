@@ -7,6 +7,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import type { CliOptions } from "./argv.ts";
 import { checkEnv } from "./environment.ts";
 import { DaemonError } from "./errors.ts";
+import { defaultPidFile } from "./paths.ts";
 import { runtimeFlags } from "./runtime-flags.ts";
 import type { DaemonConfig } from "./types.ts";
 
@@ -104,8 +105,14 @@ export function unitText(u: UnitInput): string {
   // /run/NAME/NAME.pid, as for root dropping to a user, in a directory
   // systemd creates owned by the user (RuntimeDirectory=); always passed then,
   // since the daemon, not root, would look in $XDG_RUNTIME_DIR or /tmp.
-  const runtimeDir = user !== undefined && pidFile === undefined;
-  const pidPath = resolve(pidFile ?? (runtimeDir ? `/run/${name}/${name}.pid` : `/run/${name}.pid`));
+  // With a chroot, only root can enter it: no User=, the daemon drops
+  // itself after init (as under `start`), and its PID file is root's
+  // default inside the root (paths.ts), which it computes alike.
+  const chroot = config.chroot;
+  const systemdUser = chroot === undefined ? user : undefined;
+  const runtimeDir = systemdUser !== undefined && pidFile === undefined;
+  const defaultPid = chroot === undefined ? (runtimeDir ? `/run/${name}/${name}.pid` : `/run/${name}.pid`) : defaultPidFile(name, user !== undefined, chroot);
+  const pidPath = resolve(pidFile ?? defaultPid);
   if (forking || pidFile !== undefined || runtimeDir) argv.push("--pid-file", pidPath);
   // Given to unit only: the daemon gets it too, finds itself already that
   // user, skips the drop and verifies every thread (and sets no_new_privs).
@@ -134,11 +141,14 @@ export function unitText(u: UnitInput): string {
           `PIDFile=${pidPath}`,
         ]
       : ["# The daemon runs in the foreground and sends READY=1 once its init hooks are done.", "Type=notify"]),
-    ...(user === undefined
+    ...(chroot === undefined || user === undefined
+      ? []
+      : [`# chroot ${chroot}: systemd starts the daemon as root; after its init hooks it enters the root and drops to ${user} itself (under User= it could not chroot).`]),
+    ...(systemdUser === undefined
       ? []
       : [
           `# systemd starts the daemon as ${user}: init hooks run unprivileged (a port below 1024: a .socket unit, listenFds()); the daemon's own drop finds it done and only verifies every thread and sets no_new_privs.`,
-          `User=${account("user", user)}`,
+          `User=${account("user", systemdUser)}`,
           ...(group === undefined ? [] : [`Group=${account("group", group)}`]),
           ...(runtimeDir ? [`# ${dirname(pidPath)}/ for the PID file, created by systemd owned by ${user}, removed at stop.`, `RuntimeDirectory=${name}`] : []),
         ]),

@@ -55,6 +55,17 @@ describe("unit: User= and Group=", () => {
     expect(lines(t, "Group")).toEqual([]);
   });
 
+  test("with chroot: no User= (only root can chroot: the daemon drops itself after init, as under `start`), the PID file inside the root", async () => {
+    const t = await printed(["--type", "forking", "--user", "nobody"], { UNIT_CHROOT: "/srv/svc-root" });
+    expect(lines(t, "User")).toEqual([]);
+    expect(lines(t, "RuntimeDirectory")).toEqual([]);
+    expect(lines(t, "PIDFile")).toEqual(["PIDFile=/srv/svc-root/run/svc/svc.pid"]);
+    expect(execStart(t)).toBe("start --pid-file /srv/svc-root/run/svc/svc.pid --user nobody");
+    expect(t).toMatch(/^# chroot \/srv\/svc-root: systemd starts the daemon as root; .*\n/m);
+    const plain = await printed([], { UNIT_CHROOT: "/srv/svc-root" });
+    expect(execStart(plain)).toBe("run");
+  });
+
   test("an explicit PID file under User=: kept as given, no RuntimeDirectory= (its directory is the admin's)", async () => {
     const t = await printed(["--user", "nobody", "--pid-file", "/var/lib/svc/svc.pid"]);
     expect(lines(t, "RuntimeDirectory")).toEqual([]);
