@@ -26,6 +26,7 @@ export type DaemonErrorCode =
   | "ALREADY_CALLED" // main() (or daemonize()) called a second time in one process
   | "PRIVILEGES" // user/group/chroot/rlimits: a lookup, a step of the drop, or its verification failed
   | "LISTEN_FDS" // socket activation: LISTEN_FDS/LISTEN_FDNAMES malformed, or a passed fd not open
+  | "CONFIG" // a config file could not be read, parsed or validated
   | "USAGE"; // bad command-line input
 
 export interface DaemonErrorOptions {
