@@ -38,6 +38,10 @@ const symbols = {
   kill: { args: [T.i32, T.i32], returns: T.i32 },
   socket: { args: [T.i32, T.i32, T.i32], returns: T.i32 },
   sendto: { args: [T.i32, T.ptr, T.u64, T.i32, T.ptr, T.u32], returns: T.i64 },
+  // The syslog transport (src/syslog.ts): one connect, then a send per line.
+  // send's ssize_t is declared i32 as for write: no BigInt per line (a datagram stays under 8 KiB).
+  connect: { args: [T.i32, T.ptr, T.u32], returns: T.i32 },
+  send: { args: [T.i32, T.ptr, T.u64, T.i32], returns: T.i32 },
   // Variadic in C; for pidfd_open/pidfd_send_signal, which glibc < 2.36 and musl do not wrap.
   syscall: { args: [T.i64, T.i64, T.i64, T.i64, T.i64], returns: T.i64 },
   clock_gettime: { args: [T.i32, T.ptr], returns: T.i32 },
@@ -587,4 +591,75 @@ export function syncNoNewPrivs(step: string): void {
   // TSYNC returns the tid of a thread it could not sync (> 0), or -1 with errno.
   if (r < 0) throw syscallError("PRIVILEGES", step, "seccomp(SECCOMP_FILTER_FLAG_TSYNC)", errno());
   if (r > 0) throw new DaemonError("PRIVILEGES", `${step}: seccomp(SECCOMP_FILTER_FLAG_TSYNC) could not reach thread ${r}`);
+}
+
+// syslog socket
+
+// errno values the syslog transport tells apart (generic Linux ABI: x86-64, aarch64, riscv64, arm).
+export const ENOENT = 2;
+export const EBADF = 9;
+export const EAGAIN = 11;
+export const EPIPE = 32;
+export const ENAMETOOLONG = 36;
+export const ENOTSOCK = 88;
+export const ECONNRESET = 104;
+export const ENOTCONN = 107;
+export const ECONNREFUSED = 111;
+
+/** sockaddr_un for a path, or `@name` for the abstract namespace: [address, its length]; undefined when it cannot be one. */
+function unixAddress(address: string): [Buffer, number] | undefined {
+  const AF_UNIX = 1;
+  const name = Buffer.from(address, "utf8");
+  const abstract = address.startsWith("@");
+  if (name.length < (abstract ? 2 : 1) || name.length > (abstract ? 108 : 107) || address.includes("\0")) return undefined;
+  const addr = Buffer.alloc(2 + 108);
+  addr.writeUInt16LE(AF_UNIX, 0);
+  name.copy(addr, 2);
+  if (abstract) addr[2] = 0;
+  return [addr, abstract ? 2 + name.length : 2 + name.length + 1];
+}
+
+/**
+ * An AF_UNIX datagram socket connected to `address` (a path such as
+ * /dev/log, or `@name` for the abstract namespace), close-on-exec and
+ * non-blocking: a send on it can never stall the caller. Returns the fd, or
+ * -errno: ENOENT (no such file), ECONNREFUSED (a socket file nobody is bound
+ * to), EPROTOTYPE (a stream socket), EACCES, ENAMETOOLONG (no valid address).
+ * Connecting a datagram socket never waits.
+ */
+export function connectDatagram(address: string): number {
+  const SOCK_DGRAM = 2;
+  const SOCK_NONBLOCK = 0o4000;
+  const SOCK_CLOEXEC = 0o2000000;
+  const target = unixAddress(address);
+  if (!target) return -ENAMETOOLONG;
+  const [addr, len] = target;
+  const l = libc();
+  const fd = l.socket(1, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno();
+  for (;;) {
+    if (l.connect(fd, ptr(addr), len) === 0) return fd;
+    const e = errno();
+    if (e === EINTR) continue;
+    l.close(fd);
+    return -e;
+  }
+}
+
+/**
+ * send(2) of one datagram on a connected socket, never waiting and never
+ * raising SIGPIPE. Returns 0 when sent, otherwise the errno: EAGAIN (the
+ * receiver's queue is full), ECONNREFUSED/ENOTCONN (the receiver went away),
+ * EBADF/ENOTSOCK (the fd was closed, or now is something else).
+ */
+export function sendDatagram(fd: number, data: Uint8Array): number {
+  const MSG_DONTWAIT = 0x40;
+  const MSG_NOSIGNAL = 0x4000;
+  if (data.length === 0) return 0;
+  const l = libc();
+  for (;;) {
+    if (l.send(fd, ptr(data), data.length, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return 0;
+    const e = errno();
+    if (e !== EINTR) return e;
+  }
 }

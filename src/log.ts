@@ -15,7 +15,7 @@ export type Logger = ConsolaInstance;
  * strings as they are, anything else through Bun.inspect on one line. A
  * format string (`%s`, `%d`…) still goes to util.format, loaded then.
  */
-function format(args: unknown[]): string {
+export function format(args: unknown[]): string {
   if (typeof args[0] === "string" && /%[sdifjoOc%]/.test(args[0])) {
     return (require("node:util") as typeof import("node:util")).formatWithOptions({ colors: false, breakLength: Infinity }, ...args);
   }
