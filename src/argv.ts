@@ -8,7 +8,7 @@
 import type { ArgDef, ArgsDef } from "citty";
 import { DaemonError } from "./errors.ts";
 
-export const COMMANDS = ["run", "start", "stop", "status", "reload", "restart", "unit"] as const;
+export const COMMANDS = ["run", "start", "stop", "status", "reload", "restart", "check", "unit"] as const;
 export type Command = (typeof COMMANDS)[number];
 
 type Kind = "string" | "boolean" | "ms" | "seconds" | "count";
@@ -27,20 +27,35 @@ const LAUNCH: readonly Command[] = ["run", "start", "restart"];
 const STOPPING: readonly Command[] = ["stop", "restart"];
 /** Commands that take the app's own options: `unit` writes them into ExecStart. */
 const WITH_APP: readonly Command[] = [...LAUNCH, "unit"];
+/** Every command that finds a daemon through its PID file (all but check). */
+const LOCATING: readonly Command[] = COMMANDS.filter((c) => c !== "check");
 /** What `unit --type` accepts. */
 export const UNIT_TYPES = ["notify", "forking"] as const;
+/** What `--log-level` accepts, in any case (a config file may say `INFO`). */
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+/** What `--log-target` accepts. */
+export const LOG_TARGETS = ["file", "syslog", "stderr", "none"] as const;
+export type LogTarget = (typeof LOG_TARGETS)[number];
 
 /** The CLI's own options. App options may not reuse these names or aliases. */
 export const BUILTINS: Record<string, Builtin> = {
-  "pid-file": { kind: "string", for: COMMANDS, description: "PID file path (default: /run/<name>.pid as root, else $XDG_RUNTIME_DIR/<name>.pid, else /tmp/<name>-<uid>.pid)" },
+  "pid-file": { kind: "string", for: LOCATING, description: "PID file path (default: /run/<name>.pid as root, else $XDG_RUNTIME_DIR/<name>.pid, else /tmp/<name>-<uid>.pid)" },
   "log-file": { kind: "string", for: WITH_APP, description: "daemon mode: append stdout/stderr here, reopened on SIGUSR1 (default: /dev/null)" },
   "ready-timeout": { kind: "ms", for: WITH_APP, description: "ms start waits for readiness before stopping the daemon; 0 waits for ever (default 30000)" },
   // Every command: with --user the default PID file moves to /run/<name>/, so stop/status/reload need it to find it.
   // unit: User=/Group= and the same option in ExecStart, so the daemon verifies what systemd made it.
-  user: { kind: "string", for: COMMANDS, hint: "name|uid", description: "after init, drop to this user (its groups, then its gid, then its uid, on every thread); unit: User= (systemd starts the daemon as that user); for the other commands: where the default PID file is" },
+  user: { kind: "string", for: LOCATING, hint: "name|uid", description: "after init, drop to this user (its groups, then its gid, then its uid, on every thread); unit: User= (systemd starts the daemon as that user); for the other commands: where the default PID file is" },
   group: { kind: "string", for: WITH_APP, hint: "name|gid", description: "with --user: the group to drop to (default: the user's primary group); unit: Group=" },
+  // Every command: the file may set pid_file (and log_file, log_level, user, group), which all of them need.
+  config: { kind: "string", for: COMMANDS, hint: "path", description: "the config file (default: the daemon's config.file); its pid_file, log_file, log_level, user and group apply unless an option overrides them" },
+  "log-level": { kind: "string", for: WITH_APP, hint: LOG_LEVELS.join("|"), description: "log lines of this severity and above, any case (default: the config's log_level, else info)" },
+  "log-target": { kind: "string", for: WITH_APP, hint: LOG_TARGETS.join("|"), description: "where log lines go (default: stderr in the foreground; detached: the log file if given, else syslog, else nowhere)" },
   daemon: { kind: "boolean", for: ["run"], description: "detach, as the start command does" },
-  timeout: { kind: "seconds", for: [...STOPPING, "reload"], description: "stop: seconds to wait for the daemon to exit; reload: for a starting daemon's pid (default 30)" },
+  timeout: { kind: "seconds", for: [...STOPPING, "reload"], description: "stop: seconds to wait for the daemon to exit; reload: for the reload's outcome (default 30)" },
+  "no-wait": { kind: "boolean", for: ["reload"], description: "reload: send SIGHUP and exit, without waiting for the outcome" },
+  json: { kind: "boolean", for: ["status"], description: "status: one JSON object on stdout, for scripts" },
+  ready: { kind: "boolean", for: ["status"], description: "status: exit 0 only while the daemon is running (not starting or stopping): a readiness probe" },
   kill: { kind: "boolean", for: STOPPING, description: "SIGKILL the daemon if it is still alive at the timeout" },
   type: { kind: "string", for: ["unit"], hint: UNIT_TYPES.join("|"), description: "unit: Type=notify (ExecStart=... run) or Type=forking (PIDFile=, ExecStart=... start) (default notify)" },
   "shutdown-hooks": { kind: "count", for: ["unit"], description: "unit: shutdown hooks the app registers, for TimeoutStopSec (default: those registered without loading the app)" },
@@ -66,6 +81,16 @@ export interface CliOptions {
   /** stop/restart: seconds. */
   timeout?: number;
   kill: boolean;
+  /** The config file, when given. */
+  config?: string;
+  logLevel?: LogLevel;
+  logTarget?: LogTarget;
+  /** reload: wait for the outcome (false with --no-wait). */
+  wait: boolean;
+  /** status --json. */
+  json: boolean;
+  /** status --ready. */
+  ready: boolean;
   /** unit: the Type= to write. */
   type?: (typeof UNIT_TYPES)[number];
   /** unit: how many shutdown hooks to budget TimeoutStopSec for. */
@@ -155,6 +180,13 @@ function number(raw: string, flag: string, kind: "ms" | "seconds" | "count"): nu
   return n;
 }
 
+/** A log level in any case (`INFO` as a config file may write it); throws USAGE naming `what`. */
+export function logLevel(raw: string, what: string): LogLevel {
+  const v = raw.toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(v)) throw usage(`${what} takes one of ${LOG_LEVELS.join(", ")} (any case), not ${JSON.stringify(raw)}`);
+  return v as LogLevel;
+}
+
 /**
  * Parse a daemon's command line. Throws DaemonError USAGE (exit code 2)
  * with one line saying what is wrong.
@@ -233,7 +265,7 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
   }
 
   const cmd = command ?? "run";
-  const cli: CliOptions = { daemon: false, kill: false, help: false, version: false };
+  const cli: CliOptions = { daemon: false, kill: false, help: false, version: false, wait: true, json: false, ready: false };
   const app: Record<string, unknown> & { _: string[] } = { _: [] };
   const launching = (WITH_APP as readonly string[]).includes(cmd);
   const appArgv: string[] = [];
@@ -261,10 +293,22 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
           cli.type = v as CliOptions["type"];
           break;
         case "shutdown-hooks": cli.shutdownHooks = number(v, "--shutdown-hooks", "count"); break;
+        case "config": cli.config = v; break;
+        case "log-level": cli.logLevel = logLevel(v, "--log-level"); break;
+        case "log-target":
+          if (!(LOG_TARGETS as readonly string[]).includes(v)) throw usage(`--log-target takes one of ${LOG_TARGETS.join(", ")}, not ${JSON.stringify(v)}`);
+          cli.logTarget = v as LogTarget;
+          break;
+        case "no-wait": cli.wait = !(value as boolean); break;
+        case "json": cli.json = value as boolean; break;
+        case "ready": cli.ready = value as boolean; break;
       }
       continue;
     }
-    if (!launching) throw usage(`${as.split("=")[0]} is an option of the daemon; "${cmd}" takes only --pid-file${STOPPING.includes(cmd) ? ", --timeout, --kill" : cmd === "reload" ? ", --timeout" : ""}`);
+    if (!launching) {
+      const own = Object.entries(BUILTINS).filter(([n, b]) => b.for.includes(cmd) && n !== "help" && n !== "version").map(([n]) => `--${n}`);
+      throw usage(`${as.split("=")[0]} is an option of the daemon; "${cmd}" takes only ${own.join(", ")}`);
+    }
     const def = spec.app!;
     if (spec.kind === "enum") {
       const options = ((def as { options?: string[] }).options ?? []).map(String);

@@ -6,33 +6,65 @@
  */
 import { writeSync } from "node:fs";
 import { parseArgv, type CliOptions, type ParsedArgv } from "./argv.ts";
-import type { DaemonInternals } from "./daemon.ts";
+import type { DaemonInternals, RunExtras } from "./daemon.ts";
 import { resolveOptions } from "./daemonize.ts";
 import { DaemonError } from "./errors.ts";
 import { isDaemonStage } from "./marker.ts";
+import type { LibraryConfig } from "./config.ts";
+import type { LoggingOptions } from "./log.ts";
 import type { PrivilegeOptions } from "./privileges.ts";
 import type { DaemonConfig, PrivilegeConfig } from "./types.ts";
 
+/**
+ * The config file's own keys (pid_file, log_file, log_level, user, group),
+ * read without the app's schema: every command needs them (stop must find
+ * the PID file the config names). Nothing is read without a config option.
+ */
+function fileKeys(config: DaemonConfig, cli: CliOptions): { lib: LibraryConfig; path?: string } {
+  if (config.config === undefined) {
+    if (cli.config !== undefined) throw new DaemonError("USAGE", `--config: ${config.name} reads no config file (its defineDaemon() has no config option)`, { exitCode: 2 });
+    return { lib: {} };
+  }
+  const path = cli.config ?? config.config.file;
+  if (path === undefined) return { lib: {} };
+  // Loaded only by daemons with a config option.
+  const { readConfigFile, libraryKeys } = require("./config.ts") as typeof import("./config.ts");
+  const read = readConfigFile(path, { optional: cli.config === undefined && config.config.defaults !== undefined });
+  return read ? { lib: libraryKeys(read), path } : { lib: {}, path };
+}
+
 function options(config: DaemonConfig, cli: CliOptions) {
-  const pidFile = cli.pidFile ?? config.pidFile;
-  const logFile = cli.logFile ?? config.logFile;
-  return resolveOptions({
+  const { lib, path: configPath } = fileKeys(config, cli);
+  // Precedence: command line > config file > defineDaemon() > default.
+  const pidFile = cli.pidFile ?? lib.pidFile ?? config.pidFile;
+  const logFile = cli.logFile ?? lib.logFile ?? config.logFile;
+  const logLevel = cli.logLevel ?? lib.logLevel ?? config.logLevel;
+  const logTarget = cli.logTarget ?? config.logTarget;
+  if (logTarget === "file" && logFile === undefined) throw new DaemonError("USAGE", "--log-target file needs a log file: give --log-file (or log_file in the config)", { exitCode: 2 });
+  const resolved = resolveOptions({
     name: config.name,
     ...(pidFile === undefined ? {} : { pidFile }),
     ...(logFile === undefined ? {} : { logFile }),
     readyTimeout: cli.readyTimeout ?? config.readyTimeout ?? 30_000,
     ...(config.umask === undefined ? {} : { umask: config.umask }),
     ...(config.cwd === undefined ? {} : { cwd: config.cwd }),
-    ...privilegeConfig(config, cli),
+    ...privilegeConfig(config, cli, lib),
     ...(config.env === undefined ? {} : { env: config.env }),
   });
+  const logging: LoggingOptions = {
+    ...(logLevel === undefined ? {} : { level: logLevel }),
+    ...(logTarget === undefined ? {} : { target: logTarget }),
+    ...(resolved.logFile === undefined ? {} : { logFile: resolved.logFile }),
+    ...(config.syslog === undefined ? {} : { syslog: config.syslog }),
+  };
+  return { ...resolved, logging, configPath, cliLogLevel: cli.logLevel !== undefined, lib };
 }
 
-/** user/group (the CLI's --user/--group override), chroot, noNewPrivileges, rlimits. */
-function privilegeConfig(config: DaemonConfig, cli: CliOptions): PrivilegeConfig {
-  const user = cli.user ?? config.user;
-  // --user alone drops to that user's primary group, not to a group the config named for another user.
-  const group = cli.group ?? (cli.user === undefined ? config.group : undefined);
+/** user/group (the CLI's --user/--group override, then the config file's), chroot, noNewPrivileges, rlimits. */
+function privilegeConfig(config: DaemonConfig, cli: CliOptions, lib: LibraryConfig): PrivilegeConfig {
+  const user = cli.user ?? lib.user ?? config.user;
+  // A user named alone drops to that user's primary group, not to a group named for another user at a lower level.
+  const group = cli.group ?? (cli.user !== undefined ? undefined : lib.user !== undefined ? lib.group : (lib.group ?? config.group));
   return {
     ...(user === undefined ? {} : { user }),
     ...(group === undefined ? {} : { group }),
@@ -44,10 +76,10 @@ function privilegeConfig(config: DaemonConfig, cli: CliOptions): PrivilegeConfig
 
 type Resolved = ReturnType<typeof options>;
 
-/** What the lifecycle needs to drop (the options, resolved). */
-function privileges(o: Resolved): PrivilegeOptions {
+/** What the lifecycle needs besides the hooks: the drop, the logging, the config to load. */
+function extras(o: Resolved, config: DaemonConfig, cli: CliOptions): RunExtras {
   const { user, group, chroot, noNewPrivileges, rlimits, logFile } = o;
-  return {
+  const privileges: PrivilegeOptions = {
     ...(logFile === undefined ? {} : { logFile }),
     ...(user === undefined ? {} : { user }),
     ...(group === undefined ? {} : { group }),
@@ -55,6 +87,27 @@ function privileges(o: Resolved): PrivilegeOptions {
     ...(noNewPrivileges === undefined ? {} : { noNewPrivileges }),
     ...(rlimits === undefined ? {} : { rlimits }),
   };
+  return {
+    privileges,
+    logging: o.logging,
+    ...(config.config === undefined ? {} : { config: { options: config.config, ...(cli.config === undefined ? {} : { explicit: cli.config }), levelFromCli: o.cliLogLevel } }),
+  };
+}
+
+/** `check`, as `nginx -t`: every problem of the config on stderr, one per line, or `config OK`; no daemon is touched. */
+async function check(config: DaemonConfig, cli: CliOptions): Promise<number> {
+  if (config.config === undefined) throw new DaemonError("USAGE", `check: ${config.name} reads no config file (its defineDaemon() has no config option)`, { exitCode: 2 });
+  const { configProblems, formatProblem, loadConfig } = await import("./config.ts");
+  try {
+    const c = await loadConfig(config.config, cli.config);
+    writeSync(1, `config OK${c.file === undefined ? " (no file: the defaults)" : ` (${c.file})`}\n`);
+    return 0;
+  } catch (err) {
+    const problems = configProblems(err);
+    if (!problems) throw err;
+    writeSync(2, `${problems.map(formatProblem).join("\n")}\n`);
+    return 1;
+  }
 }
 
 /**
@@ -88,7 +141,7 @@ async function stage(config: DaemonConfig, d: DaemonInternals, p: ParsedArgv): P
   const o = options(config, p.cli);
   const handle = (await import("./stage.ts")).enterStage(o, true);
   try {
-    await d.run("daemon", p.app, handle.pidFile, handle, privileges(o));
+    await d.run("daemon", p.app, handle.pidFile, handle, extras(o, config, p.cli));
   } catch (err) {
     handle.fail(err);
     throw err;
@@ -108,7 +161,15 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       writeSync(1, `${config.version ?? "unknown"}\n`);
       return exit(0);
     }
-    const o = options(config, p.cli);
+    if (p.command === "check") return exit(await check(config, p.cli));
+    let o: Resolved;
+    try {
+      o = options(config, p.cli);
+    } catch (err) {
+      // LSB: status says 4 ("unknown") when it cannot tell, and an unreadable config is that.
+      if (p.command === "status" && err instanceof DaemonError && err.code === "CONFIG") throw new DaemonError("CONFIG", err.message, { exitCode: 4, cause: err });
+      throw err;
+    }
     const launch = async (prepared = false): Promise<never> => {
       if (!prepared) await prepare(o);
       // Under a Type=notify unit systemd watches the process it started: a
@@ -116,7 +177,7 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       // the launcher path never loads the lifecycle.
       if (process.env.NOTIFY_SOCKET) {
         (await import("./notify.ts")).holdInForeground(p.command === "run" ? "run --daemon" : p.command, o.logFile);
-        return d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile), undefined, privileges(o));
+        return d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile), undefined, extras(o, config, p.cli));
       }
       return (await import("./launch.ts")).launch(o);
     };
@@ -126,19 +187,26 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       case "run":
         if (p.cli.daemon) return void (await launch());
         await prepare(o);
-        return void (await d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile), undefined, privileges(o)));
+        return void (await d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile), undefined, extras(o, config, p.cli)));
       case "start":
         return void (await launch());
       case "stop":
         return exit(await (await control()).stop(config.name, o.pidFile, stopOpts));
       case "status":
-        return exit(await (await control()).status(config.name, o.pidFile));
+        return exit(await (await control()).status(config.name, o.pidFile, { json: p.cli.json, ready: p.cli.ready }));
       case "reload":
-        return exit(await (await control()).reload(config.name, o.pidFile, { timeout: p.cli.timeout ?? 30 }));
+        return exit(await (await control()).reload(config.name, o.pidFile, { timeout: p.cli.timeout ?? 30, wait: p.cli.wait }));
       case "unit": {
         // Never loads the app: its hooks' count comes from what the entry registered.
         const { unitText } = await import("./unit.ts");
-        const text = unitText({ config, cli: p.cli, appArgv: p.appArgv, registeredShutdownHooks: d.count("shutdown"), warn: (line) => writeSync(2, `${line}\n`) });
+        // The config file's own keys count as the daemon's config: User= and PIDFile= must match what it will do.
+        const { lib } = o;
+        const seen: DaemonConfig = {
+          ...config,
+          ...(lib.pidFile === undefined ? {} : { pidFile: lib.pidFile }),
+          ...(lib.user === undefined ? {} : { user: lib.user, group: lib.group }),
+        };
+        const text = unitText({ config: seen, cli: p.cli, appArgv: p.appArgv, registeredShutdownHooks: d.count("shutdown"), warn: (line) => writeSync(2, `${line}\n`) });
         writeSync(1, text);
         return exit(0);
       }

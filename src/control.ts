@@ -3,12 +3,16 @@
  * stop, status, reload. Each returns the LSB exit status it prints about.
  * A daemon is signalled only through a pidfd opened on the pid that was
  * verified to hold the PID file's lock, so a recycled pid is never hit.
+ * What the daemon is doing (its state, its reloads' outcomes) comes from the
+ * state file beside the PID file (src/state.ts), believed only when the
+ * daemon's user or root wrote it and it names that very pid.
  */
 import { writeSync } from "node:fs";
 import { DaemonError } from "./errors.ts";
 import { closeFd, ENOSYS, ESRCH, pidfdOpen, pidfdSendSignal, pollIn, POLLIN, sendSignal } from "./ffi.ts";
 import { acquirePidFile, describeHolder, foreignText, inspectPidFile, releasePidFile, type PidFileState } from "./pidfile.ts";
 import { isAlive, uptimeSeconds } from "./proc.ts";
+import { readState, statePathFor, type DaemonState, type ReloadOutcome, type StateRecord } from "./state.ts";
 
 /** LSB init-script exit statuses (status action / other actions). */
 export const STATUS_RUNNING = 0;
@@ -142,49 +146,145 @@ function signalError(pid: number, e: number, what: string): DaemonError {
   return new DaemonError("SIGNAL", `cannot ${what} pid ${pid}: ${text}`, { pid, errno: e, syscall: "pidfd_send_signal", exitCode: e === 1 ? ACTION_NO_PRIVILEGE : 1 });
 }
 
+/** What `status --json` prints: one object, whatever the state. */
+export interface StatusReport {
+  name: string;
+  /** The daemon's state from its state file, else what the PID file says ("dead": a stale PID file; "unknown": exit 4). */
+  state: DaemonState | "not running" | "dead" | "unknown";
+  pid: number | null;
+  pidFile: string;
+  uptimeSeconds: number | null;
+  /** ISO time the process started. */
+  startedAt: string | null;
+  configFile: string | null;
+  lastReload: ReloadOutcome | null;
+  /** The exit status `status` returns with it. */
+  exitCode: number;
+}
+
+export interface StatusOptions {
+  /** Print one JSON object (StatusReport) on stdout instead of the line. Default false. */
+  json?: boolean;
+  /**
+   * Readiness probe (a Kubernetes exec probe): exit 0 only while the daemon
+   * is running or reloading, 1 while it is starting or stopping, the usual
+   * 1/3/4 when it is not running or cannot be checked. Default false.
+   */
+  ready?: boolean;
+}
+
+/** Control characters a daemon's error text could carry to a terminal, shown as "?" (newlines and tabs stay). */
+function printable(text: string): string {
+  return text.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, "?");
+}
+
+/** "last reload 2026-12-01T23:00:00.000Z ok" / "... failed: why", on one line. */
+function lastReloadText(r: ReloadOutcome): string {
+  return `last reload ${r.finishedAt} ${r.ok ? "ok" : `failed: ${printable(r.error ?? "no reason given").replace(/\s*\n\s*/g, "; ")}`}`;
+}
+
+/** The line and report of a PID file naming a running pid, with its state file's record when there is one to trust. */
+function runningLine(name: string, pid: number, record: StateRecord | undefined, report: StatusReport): string {
+  const up = uptimeSeconds(pid);
+  const state = record?.state ?? "running";
+  const last = record?.reloads[record.reloads.length - 1];
+  report.state = state;
+  report.pid = pid;
+  report.uptimeSeconds = up === undefined ? null : Math.floor(up);
+  report.startedAt = record?.startedAt ?? (up === undefined ? null : new Date(Date.now() - up * 1000).toISOString());
+  report.configFile = record?.configFile ?? null;
+  report.lastReload = last ?? null;
+  const parts = [[`pid ${pid}`, ...(up === undefined ? [] : [`up ${formatUptime(up)}`])].join(", ")];
+  if (record?.configFile !== undefined) parts.push(`config ${printable(record.configFile)}`);
+  if (last) parts.push(lastReloadText(last));
+  return `${name} is ${state} (${parts.join("; ")})`;
+}
+
 /**
  * `status`: 0 running, 3 not running, 1 PID file present but no daemon holds
  * it, 4 status unknown (the path is not a PID file, or the pid it names
- * cannot be checked by this user).
+ * cannot be checked by this user). The line says the daemon's state
+ * (starting, running, reloading, stopping), uptime, config file and last
+ * reload, from its state file when that names the same pid; without one to
+ * trust it says what the PID file says (an unsafe or unreadable state file
+ * gets one more line on stderr).
  *
  * A daemon that is still starting (locked, no pid yet) reports 0: LSB
  * defines 0 as "program is running or service is OK", and the process does
  * run and holds the lock; answering 3 would invite `status || start` to
  * start a second one (which would fail: already running). Readiness is what
- * `start` waits for before it returns; `status` reports the process.
+ * `start` waits for before it returns, and what `ready` asks for.
  */
-export async function status(name: string, pidFile: string): Promise<number> {
+export async function status(name: string, pidFile: string, o: StatusOptions = {}): Promise<number> {
   const st = inspectPidFile(pidFile);
-  refuse(st, { invalid: STATUS_UNKNOWN, unverified: STATUS_UNKNOWN });
+  const report: StatusReport = { name, state: "unknown", pid: null, pidFile, uptimeSeconds: null, startedAt: null, configFile: null, lastReload: null, exitCode: STATUS_UNKNOWN };
+  let line = "";
   switch (st.state) {
+    case "invalid":
+    case "unverified":
+      if (!o.json) refuse(st, { invalid: STATUS_UNKNOWN, unverified: STATUS_UNKNOWN });
+      if (st.state === "unverified") report.pid = st.pid;
+      err(st.reason);
+      break;
     case "absent":
-      out(`${name} is not running`);
-      return STATUS_NOT_RUNNING;
+      line = `${name} is not running`;
+      report.state = "not running";
+      report.exitCode = STATUS_NOT_RUNNING;
+      break;
     case "stale":
     case "foreign":
-      out(notRunning(name, st, true));
-      return STATUS_DEAD_PIDFILE;
+      line = notRunning(name, st, true);
+      report.state = "dead";
+      report.pid = st.pid ?? null;
+      report.exitCode = STATUS_DEAD_PIDFILE;
+      break;
     case "starting":
-      out(`${name} is starting (${startingText(st)})`);
-      return STATUS_RUNNING;
+      line = `${name} is starting (${startingText(st)})`;
+      report.state = "starting";
+      report.exitCode = o.ready ? 1 : STATUS_RUNNING;
+      break;
     case "running": {
-      const up = uptimeSeconds(st.pid);
-      out(`${name} is running (pid ${st.pid}${up === undefined ? "" : `, up ${formatUptime(up)}`})`);
-      return STATUS_RUNNING;
+      const r = readState(statePathFor(pidFile), st.pid);
+      if (!r.ok && !r.absent) err(`${name}: ${r.reason}`);
+      line = runningLine(name, st.pid, r.ok ? r.record : undefined, report);
+      report.exitCode = o.ready && report.state !== "running" && report.state !== "reloading" ? 1 : STATUS_RUNNING;
+      break;
     }
   }
-  return STATUS_UNKNOWN;
+  out(o.json ? JSON.stringify(report) : line);
+  return report.exitCode;
 }
 
 export interface ReloadOptions {
-  /** Seconds to wait for a daemon that is still starting to write its pid. Default 30. */
+  /**
+   * Seconds, from the start of `reload`, to wait for a daemon still
+   * starting to write its pid, and then for the outcome of the reload. Default 30.
+   */
   timeout?: number;
+  /**
+   * Wait for the outcome the daemon publishes in its state file and exit by
+   * it; false (`--no-wait`) only sends SIGHUP. Default true.
+   */
+  wait?: boolean;
 }
 
-/** `reload`: SIGHUP the daemon (waiting for one still starting). 0 sent, 7 not running, 1 still starting. */
+/**
+ * `reload`: SIGHUP the daemon (waiting for one still starting) and wait for
+ * the outcome of the first reload that starts after the signal: 0 reloaded,
+ * 1 failed (with the daemon's error), not answered in time, the daemon
+ * exited, or it publishes no outcome; 7 not running. With `wait: false`, 0
+ * once the signal is sent.
+ *
+ * The state file is read before the signal: its `reloadsStarted` (S) marks
+ * where this caller's request begins. Requests during a reload coalesce
+ * into one more run, which starts after S was read, so the first outcome
+ * with seq > S answers every caller; none waits for a run that started
+ * before it asked.
+ */
 export async function reload(name: string, pidFile: string, o: ReloadOptions = {}): Promise<number> {
   const timeout = o.timeout ?? 30;
-  const st = await settle(pidFile, performance.now() + timeout * 1000);
+  const deadline = performance.now() + timeout * 1000;
+  const st = await settle(pidFile, deadline);
   refuse(st, { invalid: 1, unverified: ACTION_NO_PRIVILEGE });
   if (st.state === "starting") {
     throw new DaemonError("NOT_RUNNING", `still starting after ${timeout} s (${startingText(st)}); try again`, { path: pidFile });
@@ -194,17 +294,82 @@ export async function reload(name: string, pidFile: string, o: ReloadOptions = {
     out(notRunning(name, st, false));
     return ACTION_NOT_RUNNING;
   }
+  const statePath = statePathFor(pidFile);
   try {
+    let before: StateRecord | undefined;
+    if (o.wait !== false) {
+      const r = readState(statePath, target.pid);
+      // An outcome from a file someone else could write would be theirs to fake: do not ask for one.
+      if (!r.ok && !r.absent) {
+        err(`${name}: ${r.reason}; SIGHUP not sent (reload --no-wait sends it without waiting for an outcome)`);
+        return 1;
+      }
+      if (r.ok) before = r.record;
+    }
     const e = target.signal(SIGHUP);
     if (e === ESRCH) {
       out(`${name} is not running`);
       return ACTION_NOT_RUNNING;
     }
     if (e !== 0) throw signalError(target.pid, e, "send SIGHUP to");
-    out(`reloading ${name} (pid ${target.pid})`);
-    return 0;
+    if (o.wait === false) {
+      out(`reloading ${name} (pid ${target.pid})`);
+      return 0;
+    }
+    if (!before) {
+      err(`${name}: sent SIGHUP to pid ${target.pid}, but it publishes no reload outcome (no state file at ${statePath}); use --no-wait`);
+      return 1;
+    }
+    return await awaitOutcome(name, statePath, target, before.reloadsStarted, deadline, timeout);
   } finally {
     target.close();
+  }
+}
+
+/** The first outcome of a reload that started after `seen` (lowest seq > seen). */
+function firstAfter(record: StateRecord, seen: number): ReloadOutcome | undefined {
+  let first: ReloadOutcome | undefined;
+  for (const r of record.reloads) if (r.seq > seen && (first === undefined || r.seq < first.seq)) first = r;
+  return first;
+}
+
+function answer(name: string, pid: number, r: ReloadOutcome): number {
+  if (r.ok) {
+    out(`reloaded ${name} (pid ${pid})`);
+    return 0;
+  }
+  err(`${name}: reload failed: ${printable(r.error ?? "no reason given")}`);
+  return 1;
+}
+
+/** Poll the state file (about every 10 ms) until a reload after `seen` has an outcome, the daemon exits, or `deadline`. */
+async function awaitOutcome(name: string, path: string, target: Target, seen: number, deadline: number, timeout: number): Promise<number> {
+  const { pid } = target;
+  for (;;) {
+    const r = readState(path, pid);
+    if (r.ok) {
+      const found = firstAfter(r.record, seen);
+      if (found) return answer(name, pid, found);
+      // Stopping is final: a reload not begun by then never runs.
+      if (r.record.state === "stopping" && r.record.reloadsStarted <= seen) {
+        err(`${name}: pid ${pid} is stopping; the reload will not run`);
+        return 1;
+      }
+    }
+    const left = deadline - performance.now();
+    if (left <= 0) {
+      err(`${name}: no reload outcome from pid ${pid} within ${timeout} s`);
+      return 1;
+    }
+    // The wait is the pause between reads, and ends early when the daemon dies.
+    if (await target.waitGone(Math.min(10, left))) {
+      // Its last word, if it published and exited at once (its file may already be gone).
+      const last = readState(path, pid);
+      const found = last.ok ? firstAfter(last.record, seen) : undefined;
+      if (found) return answer(name, pid, found);
+      err(`${name}: pid ${pid} exited during the reload`);
+      return 1;
+    }
   }
 }
 

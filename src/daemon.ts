@@ -6,19 +6,22 @@ import { checkAppArgs } from "./argv.ts";
 import { checkName } from "./paths.ts";
 import type { PidFileLock } from "./pidfile.ts";
 import type { DaemonHandle } from "./stage.ts";
+import type { ConfigOptions } from "./config.ts";
+import type { LoggingOptions } from "./log.ts";
 import type { PrivilegeOptions } from "./privileges.ts";
-import type { DaemonConfig, Hook, HookContext, HookName, Mode, ShutdownContext, ShutdownHook } from "./types.ts";
+import type { DaemonConfig, Hook, HookContext, HookName, Mode, ReloadContext, ShutdownContext, ShutdownHook } from "./types.ts";
 
-export interface Daemon<A extends ArgsDef = {}> {
+export interface Daemon<A extends ArgsDef = {}, C = Record<string, unknown>> {
   readonly name: string;
-  readonly config: Readonly<DaemonConfig<A>>;
+  readonly config: Readonly<DaemonConfig<A, C>>;
   /**
    * Register a hook. Returns a function that unregisters it (a hook
    * unregistered before its turn does not run). An init hook registered while
    * init runs runs in that same init, after those already registered.
    */
-  on(event: "shutdown", fn: ShutdownHook<ShutdownContext<A>>): () => void;
-  on(event: "init" | "ready" | "reload", fn: Hook<HookContext<A>>): () => void;
+  on(event: "shutdown", fn: ShutdownHook<ShutdownContext<A, C>>): () => void;
+  on(event: "reload", fn: Hook<ReloadContext<A, C>>): () => void;
+  on(event: "init" | "ready", fn: Hook<HookContext<A, C>>): () => void;
   /**
    * Parse `argv` (default `process.argv.slice(2)`) and run the command:
    * `run` (default), `start`/`--daemon`, `stop`, `status`, `reload`, `restart`.
@@ -31,9 +34,17 @@ export interface Daemon<A extends ArgsDef = {}> {
   stop(reason?: string): void;
 }
 
+/** Internal: what a lifecycle gets besides its hooks. */
+export interface RunExtras {
+  privileges?: PrivilegeOptions;
+  logging: LoggingOptions;
+  /** DaemonConfig.config, the --config path, and whether --log-level pins the level (a reload's log_level then does not). */
+  config?: { options: ConfigOptions<unknown>; explicit?: string; levelFromCli: boolean };
+}
+
 /** Internal: what the CLI needs to run a lifecycle. */
 export interface DaemonInternals {
-  run(mode: Mode, args: Record<string, unknown>, lock: PidFileLock, stage?: DaemonHandle, privileges?: PrivilegeOptions): Promise<never>;
+  run(mode: Mode, args: Record<string, unknown>, lock: PidFileLock, stage: DaemonHandle | undefined, extras: RunExtras): Promise<never>;
   /** Hooks of `event` registered so far, without loading the app (for `unit`'s TimeoutStopSec). */
   count(event: HookName): number;
 }
@@ -45,7 +56,7 @@ let mainOf: string | undefined;
  * Define a daemon. Hooks given in `config` register first (init, ready,
  * reload, shutdown), after any registered earlier with onInit() & co.
  */
-export function defineDaemon<const A extends ArgsDef = {}>(config: DaemonConfig<A>): Daemon<A> {
+export function defineDaemon<const A extends ArgsDef = {}, C = Record<string, unknown>>(config: DaemonConfig<A, C>): Daemon<A, C> {
   checkName(config.name);
   checkAppArgs(config.args);
   const hooks: Registration[] = [];
@@ -67,19 +78,22 @@ export function defineDaemon<const A extends ArgsDef = {}>(config: DaemonConfig<
   const internals: DaemonInternals = {
     // Loaded here, not at the top: a launcher or a control command never
     // runs hooks, and every module costs each process its load time.
-    async run(mode, args, lock, stage, privileges) {
+    async run(mode, args, lock, stage, extras) {
       const [{ Lifecycle }, { createLogger }] = await Promise.all([import("./lifecycle.ts"), import("./log.ts")]);
       adopt(owner, hooks);
+      const logger = createLogger(config.name, mode, extras.logging);
       lifecycle = new Lifecycle({
         name: config.name,
         mode,
-        log: createLogger(config.name, mode === "daemon"),
+        log: logger.log,
+        logger,
         args: args as never,
         hooks,
         shutdownTimeout: config.shutdownTimeout ?? 10_000,
         lock,
         ...(stage ? { stage } : {}),
-        ...(privileges ? { privileges } : {}),
+        ...(extras.privileges ? { privileges: extras.privileges } : {}),
+        ...(extras.config ? { config: extras.config } : {}),
         ...(config.app ? { load: config.app } : {}),
         ...(config.watchdog ? { watchdog: config.watchdog as (ctx: HookContext<any>) => unknown } : {}),
         setPhase: (p) => {
@@ -94,10 +108,10 @@ export function defineDaemon<const A extends ArgsDef = {}>(config: DaemonConfig<
     },
   };
 
-  const daemon: Daemon<A> = {
+  const daemon: Daemon<A, C> = {
     name: config.name,
     config,
-    on: ((event: HookName, fn: Hook<any>) => owner.add(event, fn)) as Daemon<A>["on"],
+    on: ((event: HookName, fn: Hook<any>) => owner.add(event, fn)) as Daemon<A, C>["on"],
     main(argv = process.argv.slice(2)) {
       // A second run would install a second set of signal handlers, run init
       // again, and (in the foreground) take the PID file a second time.
@@ -107,7 +121,7 @@ export function defineDaemon<const A extends ArgsDef = {}>(config: DaemonConfig<
       }
       mainOf = config.name;
       // The CLI loads on first use: importing bun-daemon costs what defining a daemon needs.
-      return import("./cli.ts").then(({ runCli }) => runCli(config as DaemonConfig, internals, argv));
+      return import("./cli.ts").then(({ runCli }) => runCli(config as unknown as DaemonConfig, internals, argv));
     },
     stop(reason) {
       lifecycle?.stop(reason);

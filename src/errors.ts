@@ -27,6 +27,7 @@ export type DaemonErrorCode =
   | "PRIVILEGES" // user/group/chroot/rlimits: a lookup, a step of the drop, or its verification failed
   | "LISTEN_FDS" // socket activation: LISTEN_FDS/LISTEN_FDNAMES malformed, or a passed fd not open
   | "CONFIG" // a config file could not be read, parsed or validated
+  | "STATE" // the state file beside the PID file is unsafe or cannot be opened
   | "USAGE"; // bad command-line input
 
 export interface DaemonErrorOptions {

@@ -9,9 +9,10 @@ const SUMMARY: Record<Command, string> = {
   run: "run in the foreground (logs to stderr); --daemon detaches like start",
   start: "detach, wait until ready, print the pid; non-zero with the daemon's error",
   stop: "SIGTERM the daemon and wait until it has exited",
-  status: "pid and uptime; exit 0 running or starting, 3 not running, 1 stale PID file, 4 cannot tell (not a PID file, unverifiable lock)",
-  reload: "SIGHUP the running daemon (waiting for a starting one's pid); exit 7 if it is not running",
+  status: "state (starting, running, reloading, stopping), pid, uptime, config, last reload; exit 0 running or starting, 3 not running, 1 stale PID file, 4 cannot tell (not a PID file, unverifiable lock)",
+  reload: "SIGHUP the running daemon and wait for the outcome: exit 0 reloaded, 1 failed (with the daemon's error), 7 not running",
   restart: "stop, then start",
+  check: "read and validate the config file, as nginx -t: print config OK or every problem (file:line: key: message); exit 0 or 1",
   unit: "print a systemd unit for this daemon (Type=notify; --type forking); the app's options given here go into ExecStart",
 };
 

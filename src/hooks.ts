@@ -3,7 +3,7 @@
  * daemon object exists (at import): those wait here and the daemon adopts
  * them, in order, when it is defined.
  */
-import type { ArgsOf, Hook, HookContext, HookName, ShutdownContext, ShutdownHook } from "./types.ts";
+import type { ArgsOf, ConfigOf, Hook, HookContext, HookName, ReloadContext, ShutdownContext, ShutdownHook } from "./types.ts";
 
 export interface Registration {
   event: HookName;
@@ -70,10 +70,10 @@ function register(event: HookName, fn: Hook<any>): () => void {
  * same init, after the ones already registered; one unregistered before its
  * turn does not run. Returns a function that unregisters it.
  */
-export const onInit = <D = {}>(fn: Hook<HookContext<ArgsOf<D>>>): (() => void) => register("init", fn);
+export const onInit = <D = {}>(fn: Hook<HookContext<ArgsOf<D>, ConfigOf<D>>>): (() => void) => register("init", fn);
 /** Run `fn` once the daemon is ready (the launcher has been told). Returns an unregister function. */
-export const onReady = <D = {}>(fn: Hook<HookContext<ArgsOf<D>>>): (() => void) => register("ready", fn);
+export const onReady = <D = {}>(fn: Hook<HookContext<ArgsOf<D>, ConfigOf<D>>>): (() => void) => register("ready", fn);
 /** Run `fn` on SIGHUP or the `reload` command. Returns an unregister function. */
-export const onReload = <D = {}>(fn: Hook<HookContext<ArgsOf<D>>>): (() => void) => register("reload", fn);
+export const onReload = <D = {}>(fn: Hook<ReloadContext<ArgsOf<D>, ConfigOf<D>>>): (() => void) => register("reload", fn);
 /** Run `fn` on SIGTERM, SIGINT, `stop` or a fatal error, in reverse registration order. Returns an unregister function. */
-export const onShutdown = <D = {}>(fn: ShutdownHook<ShutdownContext<ArgsOf<D>>>): (() => void) => register("shutdown", fn);
+export const onShutdown = <D = {}>(fn: ShutdownHook<ShutdownContext<ArgsOf<D>, ConfigOf<D>>>): (() => void) => register("shutdown", fn);

@@ -6,12 +6,16 @@
 import { DaemonError, errorText } from "./errors.ts";
 import { monotonicUsec } from "./ffi.ts";
 import type { Registration } from "./hooks.ts";
-import { keepOutputErrorsHarmless, type Logger } from "./log.ts";
+import { keepOutputErrorsHarmless, type DaemonLogger, type Logger } from "./log.ts";
 import { errnoOf, heldInForeground, notifyAddress, send, statusText, takeSupervisorEnv, watchdogPeriodMs } from "./notify.ts";
 import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import { applyRlimits, drop, rootPaths, type PrivilegeOptions } from "./privileges.ts";
 import type { DaemonHandle } from "./stage.ts";
-import type { HookContext, HookName, Mode, ShutdownContext } from "./types.ts";
+import type { LogLevel } from "./argv.ts";
+import type { ConfigOptions } from "./config.ts";
+import { lookupUserSpec } from "./environment.ts";
+import { openStateFile, statePathFor, type StateWriter } from "./state.ts";
+import type { HookContext, HookName, Mode, ReloadContext, ShutdownContext } from "./types.ts";
 import { startWatchdog } from "./watchdog.ts";
 
 export interface LifecycleOptions {
@@ -32,12 +36,16 @@ export interface LifecycleOptions {
   watchdog?: (ctx: HookContext<any>) => unknown;
   /** user, group, chroot, noNewPrivileges, rlimits: the drop after init. */
   privileges?: PrivilegeOptions;
+  /** The logger's switches (reporters at ready, the level on reload). */
+  logger?: DaemonLogger;
+  /** DaemonConfig.config and the --config path: loaded before the app, again on each reload. */
+  config?: { options: ConfigOptions<unknown>; explicit?: string; levelFromCli: boolean };
 }
 
-/** Whether `err` is a failed drop; never throws, whatever was thrown (instanceof on a Proxy can). */
-function isPrivilegesError(err: unknown): boolean {
+/** Whether `err` is a failed drop or a bad config, which keep their own code and line; never throws, whatever was thrown (instanceof on a Proxy can). */
+function keepsItsCode(err: unknown): boolean {
   try {
-    return err instanceof DaemonError && err.code === "PRIVILEGES";
+    return err instanceof DaemonError && (err.code === "PRIVILEGES" || err.code === "CONFIG" || err.code === "STATE");
   } catch {
     return false;
   }
@@ -81,6 +89,13 @@ export class Lifecycle {
   private reloadHook: string | undefined;
   /** The drop ran (after init, or from ctx.dropPrivileges()): it runs once. */
   private dropped = false;
+  /** ctx.config: the config in force. */
+  private config: unknown = {};
+  /** The file it came from, for status. */
+  private configFile: string | undefined;
+  /** The state file beside the PID file (status, reload outcomes). */
+  private stateFile: StateWriter | undefined;
+  private stateError: unknown;
 
   constructor(private readonly o: LifecycleOptions) {}
 
@@ -106,6 +121,7 @@ export class Lifecycle {
       mode: this.o.mode,
       pid: process.pid,
       args: this.o.args as HookContext<any>["args"],
+      config: this.config as Record<string, unknown>,
       stop: (reason?: string) => this.stop(reason),
       extendTimeout: (ms: number) => {
         if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
@@ -125,8 +141,11 @@ export class Lifecycle {
     if (!o) return;
     // With a chroot: the files' paths inside it, resolved while they are still reachable.
     const inside = o.chroot === undefined ? undefined : rootPaths(o.chroot, { pidFile: this.o.lock.path, ...(o.logFile === undefined ? {} : { logFile: o.logFile }) });
-    const t = drop(o, () => {
+    const t = drop(o, (target) => {
+      // Still root: the state file becomes the user's, so the daemon keeps writing it.
+      if (target) this.stateFile?.handOver(target.uid, target.gid);
       if (!inside) return;
+      this.stateFile?.moveTo(statePathFor(inside.pidFile));
       // Loaded only with a chroot: the foreground never loads the stage otherwise.
       if (this.o.stage) (require("./stage.ts") as typeof import("./stage.ts")).moveIntoRoot(this.o.stage, inside);
       else this.o.lock.path = inside.pidFile;
@@ -155,13 +174,31 @@ export class Lifecycle {
     this.install();
     const held = heldInForeground();
     if (held) this.o.log.info(held);
+    if (this.o.logger?.note) this.o.log.debug(this.o.logger.note);
     let firstNotStarted: Registration | undefined;
+    if (this.stateError !== undefined) {
+      this.failStart("opening the state file failed", this.stateError);
+      await this.shutdown(() => false);
+    }
     try {
       // Before the app loads: a core dump of anything read from here on would hold it.
       applyRlimits(this.o.privileges?.rlimits, this.o.mode);
     } catch (err) {
       this.failStart("setting rlimits failed", err);
       await this.shutdown(() => false);
+    }
+    if (this.o.config) {
+      // Before the app: a bad file fails the start with every problem, before anything opened.
+      sdNotify("", "starting: reading the config");
+      try {
+        const c = await (await import("./config.ts")).loadConfig(this.o.config.options, this.o.config.explicit);
+        this.config = c.config;
+        this.configFile = c.file;
+        this.stateFile?.setConfigFile(c.file);
+      } catch (err) {
+        this.failStart("reading the config failed", err);
+        await this.shutdown(() => false);
+      }
     }
     if (this.o.load) sdNotify("", "starting: loading the app");
     if (this.o.load && !(await this.loadApp())) {
@@ -216,6 +253,8 @@ export class Lifecycle {
       await this.shutdown((r) => r.seq < limit || r.duringInit);
     }
     this.state = "running";
+    this.o.logger?.ready();
+    this.stateFile?.set("running");
     this.o.stage?.ready();
     sdNotify(`READY=1\nMAINPID=${process.pid}`, "running");
     this.o.log.info(`ready (pid ${process.pid}, ${this.o.mode})`);
@@ -264,7 +303,7 @@ export class Lifecycle {
     // In the foreground the developer is the user: the stack is shown.
     if (trace !== errorText(err)) this.o.mode === "daemon" ? this.o.log.debug(trace) : this.o.log.error(trace);
     // A failed drop keeps its own code and line (the step and errno): the launcher prints it as is.
-    this.startFailure = isPrivilegesError(err) ? (err as DaemonError) : new DaemonError("INIT_FAILED", where, { cause: err });
+    this.startFailure = keepsItsCode(err) ? (err as DaemonError) : new DaemonError("INIT_FAILED", where, { cause: err });
     if (this.stopReason === undefined) {
       this.stopReason = "init failed";
       this.announceStopping();
@@ -307,24 +346,66 @@ export class Lifecycle {
           sdNotify(`RELOADING=1${now}`, "reloading");
         }
         this.o.log.info("reloading");
-        for (const reg of this.list("reload")) {
-          if (this.stopReason !== undefined) break;
-          if (!this.registered(reg)) continue;
-          this.reloadHook = this.label(reg);
-          sdNotify("", `reloading: reload hook ${this.reloadHook}`);
-          try {
-            await reg.fn(this.ctx());
-          } catch (err) {
-            this.o.log.error(`reload hook ${this.reloadHook} failed; keeping the previous state: ${detail(err)}`);
-          }
-          this.reloadHook = undefined;
-        }
-        sdNotify("READY=1", "running");
+        const seq = this.stateFile?.reloadStarted();
+        const failure = await this.reloadOnce();
+        if (seq !== undefined) this.stateFile?.reloadFinished(seq, failure === undefined, failure);
+        if (failure === undefined) sdNotify("READY=1", "running");
+        else sdNotify("READY=1", `running; reload failed: ${failure}`);
       } while (this.reloadPending && this.stopReason === undefined);
     };
     this.reloading = run().finally(() => {
       this.reloading = undefined;
     });
+  }
+
+  /**
+   * One reload run: read and validate the config (invalid: no hook runs,
+   * the old config stays), then every reload hook with the new config as
+   * ctx.config and the old as ctx.previousConfig. A throwing hook is logged
+   * and the others still run, but the reload has failed and the old config
+   * stays. Returns undefined on success, else the error text for the caller.
+   */
+  private async reloadOnce(): Promise<string | undefined> {
+    const previous = this.config;
+    let next = previous;
+    let nextFile = this.configFile;
+    let level: LogLevel | undefined;
+    if (this.o.config) {
+      try {
+        const c = await (await import("./config.ts")).loadConfig(this.o.config.options, this.o.config.explicit);
+        next = c.config;
+        nextFile = c.file;
+        level = c.library.logLevel;
+      } catch (err) {
+        const text = errorText(err);
+        this.o.log.error(`reload: the config is invalid; keeping the previous one, no reload hook ran:\n${text}`);
+        return text;
+      }
+    }
+    let failure: string | undefined;
+    const ctx: ReloadContext<any, unknown> = { ...this.ctx(), config: next, previousConfig: previous };
+    for (const reg of this.list("reload")) {
+      if (this.stopReason !== undefined) break;
+      if (!this.registered(reg)) continue;
+      this.reloadHook = this.label(reg);
+      sdNotify("", `reloading: reload hook ${this.reloadHook}`);
+      try {
+        await reg.fn(ctx);
+      } catch (err) {
+        failure ??= `reload hook ${this.reloadHook} failed: ${errorText(err)}`;
+        this.o.log.error(`reload hook ${this.reloadHook} failed; keeping the previous ${this.o.config ? "config" : "state"}: ${detail(err)}`);
+      }
+      this.reloadHook = undefined;
+    }
+    if (failure === undefined && this.stopReason !== undefined) failure = `cut off by ${this.stopReason}`;
+    if (failure !== undefined) return failure;
+    this.config = next;
+    this.configFile = nextFile;
+    this.stateFile?.setConfigFile(nextFile);
+    // --log-level on the command line outranks the file's, at reload as at start.
+    if (level !== undefined && !this.o.config?.levelFromCli) this.o.logger?.setLevel(level);
+    this.o.log.info("reloaded");
+    return undefined;
   }
 
   /** Wait for `p`; once a stop is requested, wait at most the shutdown timeout more. */
@@ -353,6 +434,7 @@ export class Lifecycle {
 
   private async shutdown(eligible: (r: Registration) => boolean = () => true): Promise<never> {
     this.state = "stopping";
+    this.stateFile?.set("stopping");
     const reason = this.stopReason ?? "stop";
     sdNotify("STOPPING=1", `stopping (${reason})`);
     this.o.log.info(`stopping (${reason})`);
@@ -389,7 +471,9 @@ export class Lifecycle {
     return this.exit(failed && this.exitCode === 0 ? 1 : this.exitCode);
   }
 
+  /** The state file first: while the PID file still names us, a reader finds either both or the PID file alone. */
   private releaseLock(): void {
+    this.stateFile?.close();
     releasePidFile(this.o.lock);
   }
 
@@ -454,6 +538,15 @@ export class Lifecycle {
     process.on("unhandledRejection", fatal("unhandled rejection"));
     // process.exit() from anywhere still must not leave a locked-looking PID file behind.
     process.once("exit", () => this.releaseLock());
+    // Before the PID file names us: a `reload` that finds our pid finds the state file too.
+    try {
+      const user = this.o.privileges?.user;
+      const trustedUid = user === undefined ? undefined : lookupUserSpec(user).entry?.uid;
+      this.stateFile = openStateFile(statePathFor(this.o.lock.path), { name: this.o.name, pid: process.pid, ...(trustedUid === undefined ? {} : { trustedUid }) });
+    } catch (err) {
+      // Failed in run(), once the handlers below exist.
+      this.stateError = err;
+    }
     // Only now may the PID file name us: a SIGHUP before the handler existed would kill us.
     writePid(this.o.lock, process.pid);
   }

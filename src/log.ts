@@ -7,6 +7,9 @@
 import { fstatSync, writeSync } from "node:fs";
 import { errorText } from "./errors.ts";
 import { createConsola, LogLevels, type ConsolaInstance, type ConsolaReporter, type LogObject } from "consola/core";
+import type { LogLevel, LogTarget } from "./argv.ts";
+import type { SyslogFacility } from "./syslog.ts";
+import type { Mode } from "./types.ts";
 
 export type Logger = ConsolaInstance;
 
@@ -117,18 +120,73 @@ export function keepOutputErrorsHarmless(log: Logger): void {
   }
 }
 
+/** Where the logging goes and how much of it (the CLI resolves these from flags, config file and defineDaemon). */
+export interface LoggingOptions {
+  level?: LogLevel;
+  target?: LogTarget;
+  /** The daemon's log file (daemon mode: fd 2 is that file once ready). */
+  logFile?: string;
+  syslog?: { socket?: string; facility?: SyslogFacility };
+}
+
+/** A daemon's logger and what the lifecycle may change about it. */
+export interface DaemonLogger {
+  log: Logger;
+  /** Where lines go: "stderr" (fd 2: a terminal, journald, or the log file once detached), "file", "syslog", "none". */
+  target: LogTarget;
+  /** Why the target is not the one asked for or expected, for one debug line; undefined when it is. */
+  note?: string;
+  /** Detached, at ready: fd 2 (the launcher's pipe until then) stops getting a copy of the syslog lines. */
+  ready(): void;
+  /** A new level (a reload's log_level). */
+  setLevel(level: LogLevel): void;
+}
+
+/** consola's numeric levels for ours. */
+export const LEVELS: Record<LogLevel, number> = { error: 0, warn: 1, info: 3, debug: 4 };
+
 /**
- * A logger tagged with the daemon's name. Timestamps in daemon mode (the
- * log file has no other clock); none in the foreground, where a terminal or
- * journald adds its own. When fd 2 is journald's stream (JOURNAL_STREAM),
- * lines are `<N>message`: a syslog priority, no timestamp, no tag (journald
- * records the process), no colour. Checked once: a daemon's fd 2 is never
- * the journal (it moves from the startup pipe to the log file).
- * Level from CONSOLA_LEVEL, default info.
+ * A logger tagged with the daemon's name, writing where `o.target` says.
+ * Default: stderr in the foreground; detached, the log file when there is
+ * one, else syslog when its socket answers, else fd 2 (/dev/null once
+ * ready). Timestamps on fd 2 when detached (the log file has no other
+ * clock); none in the foreground, where a terminal or journald adds its own.
+ * When fd 2 is journald's stream (JOURNAL_STREAM), lines are `<N>message`:
+ * a syslog priority, no timestamp, no tag (journald records the process), no
+ * colour. A detached daemon logging to syslog also writes to fd 2 until it
+ * is ready, so the launcher shows its startup lines as before. Level:
+ * `o.level`, else CONSOLA_LEVEL, else info.
  */
-export function createLogger(name: string, timestamps: boolean): Logger {
+export function createLogger(name: string, mode: Mode, o: LoggingOptions = {}): DaemonLogger {
   const env = Number.parseInt(process.env.CONSOLA_LEVEL ?? "", 10);
-  const level = Number.isNaN(env) ? LogLevels.info : env;
+  const level = o.level !== undefined ? LEVELS[o.level] : Number.isNaN(env) ? LogLevels.info : env;
   const journal = stderrIsJournal();
-  return createConsola({ level, reporters: [reporter(timestamps && !journal, journal)] }).withTag(name);
+  const fd2 = reporter(mode === "daemon" && !journal, journal);
+  const socket = o.syslog?.socket ?? "/dev/log";
+  let target: LogTarget = o.target ?? (mode === "foreground" ? "stderr" : o.logFile !== undefined ? "file" : "syslog");
+  let note: string | undefined;
+  let syslog: ConsolaReporter | undefined;
+  if (target === "syslog") {
+    // Loaded only when logging to syslog.
+    const s = require("./syslog.ts") as typeof import("./syslog.ts");
+    if (o.target === undefined && !s.syslogAvailable(socket)) {
+      target = "stderr";
+      note = `no syslog socket answers at ${socket}: log lines go to ${mode === "daemon" ? "/dev/null once ready (give --log-file)" : "stderr"}`;
+    } else {
+      syslog = s.createSyslogReporter({ ident: name, socket, ...(o.syslog?.facility === undefined ? {} : { facility: o.syslog.facility }) });
+    }
+  }
+  const reporters = target === "none" ? [] : syslog ? (mode === "daemon" ? [fd2, syslog] : [syslog]) : [fd2];
+  const log = createConsola({ level, reporters }).withTag(name);
+  return {
+    log,
+    target,
+    ...(note === undefined ? {} : { note }),
+    ready() {
+      if (syslog && mode === "daemon") log.setReporters([syslog]);
+    },
+    setLevel(l) {
+      log.level = LEVELS[l];
+    },
+  };
 }

@@ -136,7 +136,7 @@ function readText(fd: number): string {
 }
 
 /** True when `fd` and `path` still name the same file (not unlinked or replaced). */
-function samePath(fd: number, path: string): boolean {
+export function samePath(fd: number, path: string): boolean {
   try {
     const a = fstatSync(fd);
     const b = lstatSync(path);
@@ -146,7 +146,8 @@ function samePath(fd: number, path: string): boolean {
   }
 }
 
-function kindOf(st: Stats): string {
+/** What a non-regular file is, for messages ("a FIFO", "a symlink"…). */
+export function kindOf(st: Stats): string {
   if (st.isDirectory()) return "a directory";
   if (st.isFIFO()) return "a FIFO";
   if (st.isSocket()) return "a socket";

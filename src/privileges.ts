@@ -278,10 +278,12 @@ export function verifyDrop(t: Target, noNewPrivs: boolean): void {
  * The drop, in the order that works: look the user up (NSS needs /etc),
  * hand the log file over, chroot (needs CAP_SYS_CHROOT, so before setuid), supplementary groups,
  * gid, uid (each on every thread), no_new_privs (on every thread), then the
- * verification. `intoRoot` runs right after the chroot (the caller moves its
- * paths inside). Returns the user dropped to, or undefined when none was set.
+ * verification. `atDrop` runs after the chroot and before the ids change,
+ * with the user about to be dropped to (the caller moves its paths inside
+ * the root and hands its files over). Returns the user dropped to, or
+ * undefined when none was set.
  */
-export function drop(o: PrivilegeOptions, intoRoot?: () => void): Target | undefined {
+export function drop(o: PrivilegeOptions, atDrop?: (t: Target | undefined) => void): Target | undefined {
   if (o.user === undefined) {
     if (o.group !== undefined) throw fail("drop privileges: group is set without user; give user too");
     if (o.chroot === undefined && !o.noNewPrivileges) return undefined;
@@ -297,9 +299,9 @@ export function drop(o: PrivilegeOptions, intoRoot?: () => void): Target | undef
     enterChroot(o.chroot, `drop privileges${who}: chroot`);
     // Without it the cwd stays outside the new root: the classic escape.
     process.chdir("/");
-    // Before any step that can fail: a failed start still removes its PID file.
-    intoRoot?.();
   }
+  // Still root, and (with a chroot) before any later step can fail: a failed start still removes its PID file.
+  atDrop?.(t && !isAlready(t) ? t : undefined);
   if (t && !isAlready(t)) {
     setGroups(t.groups, `drop privileges${who}: initgroups`);
     setGid(t.gid, `drop privileges${who}: setgid`);

@@ -1,6 +1,9 @@
 import type { ArgDef, ArgsDef } from "citty";
 import type { Logger } from "./log.ts";
 import type { EnvOption } from "./environment.ts";
+import type { LogLevel, LogTarget } from "./argv.ts";
+import type { ConfigOptions, ConfigSchema } from "./config.ts";
+import type { SyslogFacility } from "./syslog.ts";
 
 export type HookName = "init" | "ready" | "reload" | "shutdown";
 /** How the daemon runs: detached by `start`, or attached by `run`. */
@@ -38,8 +41,16 @@ export type ArgsOf<D> = D extends { readonly config: { readonly args?: infer A }
     ? D
     : never;
 
+/**
+ * The config type of `D`: a daemon's type (`typeof daemon`), from its
+ * `config.schema`'s output. Used as `onReload<typeof daemon>(...)`.
+ */
+export type ConfigOf<D> = D extends { readonly config: { readonly config?: infer O } }
+  ? NonNullable<O> extends { schema?: ConfigSchema<infer C> } ? (unknown extends C ? Record<string, unknown> : C) : Record<string, unknown>
+  : Record<string, unknown>;
+
 /** What every hook receives. */
-export interface HookContext<A extends ArgsDef = {}> {
+export interface HookContext<A extends ArgsDef = {}, C = Record<string, unknown>> {
   /** The daemon's name. */
   readonly name: string;
   /** consola logger tagged with the name; stderr in the foreground, the log file (or nothing) once detached. */
@@ -50,6 +61,14 @@ export interface HookContext<A extends ArgsDef = {}> {
   readonly pid: number;
   /** Parsed command-line arguments: the app's own `args`, typed by name. */
   readonly args: DaemonArgs<A>;
+  /**
+   * The config (DaemonConfig.config): the schema's output for the file's
+   * keys over `defaults`, the library's own keys (pid_file, log_file,
+   * log_level, user, group) taken out. In a reload hook, the config being
+   * reloaded to; it becomes the daemon's config only once every reload hook
+   * succeeded. `{}` without a config option.
+   */
+  readonly config: C;
   /** Begin shutdown from inside (same as SIGTERM). */
   stop(reason?: string): void;
   /**
@@ -121,8 +140,14 @@ export interface PrivilegeConfig {
   rlimits?: RlimitOptions;
 }
 
+/** Reload hooks also see the config they replace. */
+export interface ReloadContext<A extends ArgsDef = {}, C = Record<string, unknown>> extends HookContext<A, C> {
+  /** The config in force before this reload (what `config` is again if a reload hook throws). */
+  readonly previousConfig: C;
+}
+
 /** Shutdown hooks also learn why. */
-export interface ShutdownContext<A extends ArgsDef = {}> extends HookContext<A> {
+export interface ShutdownContext<A extends ArgsDef = {}, C = Record<string, unknown>> extends HookContext<A, C> {
   /** "SIGTERM", "SIGINT", "stop() called", "init failed", "uncaught exception", … */
   readonly reason: string;
 }
@@ -130,7 +155,7 @@ export interface ShutdownContext<A extends ArgsDef = {}> extends HookContext<A> 
 export type Hook<C = HookContext> = (ctx: C) => unknown;
 export type ShutdownHook<C = ShutdownContext> = (ctx: C) => unknown;
 
-export interface DaemonConfig<A extends ArgsDef = ArgsDef> extends PrivilegeConfig {
+export interface DaemonConfig<A extends ArgsDef = ArgsDef, C = Record<string, unknown>> extends PrivilegeConfig {
   /** Required. Default PID file name, process name (/proc/PID/comm), log tag. */
   name: string;
   /** Shown by --help. */
@@ -143,6 +168,29 @@ export interface DaemonConfig<A extends ArgsDef = ArgsDef> extends PrivilegeConf
   pidFile?: string;
   /** Log file for daemon mode (appended, reopened on SIGUSR1). Default: none, logs go to /dev/null. `--log-file` overrides. */
   logFile?: string;
+  /**
+   * A config file: `file` (default path; `--config` overrides), `schema`
+   * (a Standard Schema validator such as zod or valibot, or a function that
+   * returns the config and throws; types `ctx.config`) and `defaults`.
+   * `.conf`/`.env`/no extension: key=value lines; `.toml`; `.json`. Read
+   * and validated before the app loads (a bad file fails the start with
+   * every problem as file:line: key: message), again on each reload (a bad
+   * file keeps the old config), and by `check`. Its `pid_file`, `log_file`,
+   * `log_level`, `user` and `group` apply to every command, below the
+   * command-line options and above the values given here. Default: none.
+   */
+  config?: ConfigOptions<C>;
+  /** Lowest severity logged: debug, info, warn or error. Default: info (or CONSOLA_LEVEL). `--log-level` and the config's log_level override. */
+  logLevel?: LogLevel;
+  /**
+   * Where log lines go: `stderr`, `file` (the log file: needs one), `syslog`,
+   * `none`. Default: stderr in the foreground; detached, the log file when
+   * one is given, else syslog when its socket exists, else nowhere.
+   * `--log-target` overrides.
+   */
+  logTarget?: LogTarget;
+  /** The syslog target: `socket` (default "/dev/log") and `facility` (default "daemon"). */
+  syslog?: { socket?: string; facility?: SyslogFacility };
   /** ms `start` waits for readiness before killing the daemon; 0 waits for ever. Default 30000. `--ready-timeout` overrides. */
   readyTimeout?: number;
   /** ms each shutdown hook may take (and an interrupted init hook may still run). Default 10000. */
@@ -184,9 +232,9 @@ export interface DaemonConfig<A extends ArgsDef = ArgsDef> extends PrivilegeConf
    * enough skipped pings and systemd restarts the daemon. Without it the
    * pings only vouch for the event loop. Default: none.
    */
-  watchdog?: (ctx: HookContext<A>) => boolean | void | Promise<boolean | void>;
-  init?: Hook<HookContext<A>>;
-  ready?: Hook<HookContext<A>>;
-  reload?: Hook<HookContext<A>>;
-  shutdown?: ShutdownHook<ShutdownContext<A>>;
+  watchdog?: (ctx: HookContext<A, C>) => boolean | void | Promise<boolean | void>;
+  init?: Hook<HookContext<A, C>>;
+  ready?: Hook<HookContext<A, C>>;
+  reload?: Hook<ReloadContext<A, C>>;
+  shutdown?: ShutdownHook<ShutdownContext<A, C>>;
 }

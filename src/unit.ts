@@ -119,6 +119,9 @@ export function unitText(u: UnitInput): string {
   if (cli.user !== undefined) argv.push("--user", cli.user);
   if (cli.group !== undefined) argv.push("--group", cli.group);
   if (cli.logFile !== undefined) argv.push("--log-file", resolve(cli.logFile));
+  if (cli.config !== undefined) argv.push("--config", resolve(cli.config));
+  if (cli.logLevel !== undefined) argv.push("--log-level", cli.logLevel);
+  if (cli.logTarget !== undefined) argv.push("--log-target", cli.logTarget);
   if (forking && cli.readyTimeout !== undefined) argv.push("--ready-timeout", String(cli.readyTimeout));
   argv.push(...u.appArgv);
 

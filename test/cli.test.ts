@@ -113,7 +113,7 @@ describe("status, reload, stop, restart", () => {
     expect((await run(app("reload", "--pid-file", pidFile))).code).toBe(7);
     const pid = await start(pidFile, { APP_EVENTS: events });
     const r = await run(app("reload", "--pid-file", pidFile));
-    expect(r).toMatchObject({ code: 0, stdout: `reloading app (pid ${pid})\n` });
+    expect(r).toMatchObject({ code: 0, stdout: `reloaded app (pid ${pid})\n` });
     expect(await waitFor(() => readFileSync(events, "utf8").includes("reload:end:1"))).toBe(true);
   }, 30_000);
 

@@ -108,6 +108,14 @@ export function cleanupProcesses(): void {
   afterAll(stopTracked);
 }
 
+/** A TCP port on 127.0.0.1 free a moment ago (bound and released). */
+export function freePort(): number {
+  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
+
 /** A fresh temporary directory, removed after the file's tests. */
 export function tempDir(prefix = "bd-test-"): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));

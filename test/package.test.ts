@@ -23,19 +23,24 @@ interface PackResult {
 let packed: PackResult;
 let leftInRepo: string[] = [];
 
+/** The README sections whose ```ts blocks a new user copies (each up to the next section). */
+const EXAMPLE_SECTIONS = ["Writing a daemon", "Configuration files, reload and status"];
+
 /**
- * The ```ts blocks under "## Writing a daemon" (up to the next section):
- * what a new user copies. Each opens with a `// FILE.ts: ...` comment
- * naming its file, as the entry and its app module do.
+ * The ```ts blocks under EXAMPLE_SECTIONS. Each opens with a
+ * `// FILE.ts: ...` comment naming its file, as the entry and its app
+ * module do.
  */
 function readmeExample(): Array<{ file: string; code: string }> {
   const readme = readFileSync(join(ROOT, "README.md"), "utf8");
-  const start = readme.indexOf("\n## Writing a daemon\n");
-  if (start < 0) throw new Error('README.md: no "## Writing a daemon" section');
-  const section = readme.slice(start + 1, readme.indexOf("\n## ", start + 1));
-  const blocks = [...section.matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((m) => m[1]!);
-  if (blocks.length === 0) throw new Error('README.md: no ```ts block under "## Writing a daemon"');
-  return blocks.map((code, i) => ({ file: /^\/\/ ([\w.-]+\.ts)\b/.exec(code)?.[1] ?? `example${i}.ts`, code }));
+  return EXAMPLE_SECTIONS.flatMap((title) => {
+    const start = readme.indexOf(`\n## ${title}\n`);
+    if (start < 0) throw new Error(`README.md: no "## ${title}" section`);
+    const section = readme.slice(start + 1, readme.indexOf("\n## ", start + 1));
+    const blocks = [...section.matchAll(/^```ts\n([\s\S]*?)^```$/gm)].map((m) => m[1]!);
+    if (blocks.length === 0) throw new Error(`README.md: no \`\`\`ts block under "## ${title}"`);
+    return blocks.map((code, i) => ({ file: /^\/\/ ([\w.-]+\.ts)\b/.exec(code)?.[1] ?? `example-${title.split(" ")[0]!.toLowerCase()}${i}.ts`, code }));
+  });
 }
 
 function link(name: string): void {
@@ -71,12 +76,14 @@ beforeAll(async () => {
   for (const dep of Object.keys({ ...pkg.dependencies, ...pkg.peerDependencies })) link(dep);
   link("typescript");
   link("@types/bun");
+  // The configuration example's validator: the user's own dependency, not bun-daemon's.
+  link("zod");
 
   writeFileSync(join(consumer, "package.json"), JSON.stringify({
     name: "consumer",
     private: true,
     type: "module",
-    dependencies: { "bun-daemon": `file:${join(dir, packed.filename)}` },
+    dependencies: { "bun-daemon": `file:${join(dir, packed.filename)}`, zod: "*" },
   }));
   for (const { file, code } of readmeExample()) writeFileSync(join(consumer, file), code);
   for (const c of CONFIGS) copyFileSync(join(FIXTURES, c), join(consumer, c));

@@ -135,7 +135,7 @@ describe("a start that is still loading: 'starting' is a state of its own", () =
     expect(await locked(pidFile)).toBe(true);
     const reload = await run(stress("reload", "--pid-file", pidFile));
     const pid = await started(launching);
-    expect(reload).toMatchObject({ code: 0, stdout: `reloading stress (pid ${pid})\n` });
+    expect(reload).toMatchObject({ code: 0, stdout: `reloaded stress (pid ${pid})\n` });
     expect(alive(pid)).toBe(true);
     expect((await run(stress("--pid-file", pidFile, "stop"))).code).toBe(0);
   }, 60_000);

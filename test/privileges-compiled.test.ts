@@ -99,7 +99,7 @@ describe.skipIf(!isRoot)("a compiled binary, started as root with --user nobody"
     expect(byDefault.stdout).toContain(`${name} is running (pid ${pid}`);
     expect(byDefault.code).toBe(0);
     const rl = await bin(["reload", "--pid-file", pidFile], name, asNobody);
-    expect(rl.stdout).toContain(`reloading ${name} (pid ${pid})`);
+    expect(rl.stdout).toContain(`reloaded ${name} (pid ${pid})`);
     expect(rl.code).toBe(0);
     expect(alive(pid)).toBe(true);
     const sp = await bin(["stop", "--pid-file", pidFile], name, asNobody);
