@@ -5,12 +5,13 @@
  *   npx bun scripts/bench.ts sweep              # the app-size sweep only
  *   npm run bench -- --runs 10 ready signals
  *
- * Sections: ready, fds, heap, signals, memory, import, sweep, notify (default: all;
- * `--only a,b` is the same as naming them). Each section is a module of
- * scripts/bench/sections/; scripts/bench/harness.ts has what they share. Each
- * comparison runs its variants interleaved in one run (one round = every
- * variant once, the order rotating between rounds), after one warm-up round
- * that is not counted. Markdown on stdout (JSON with --json); progress on stderr.
+ * Sections: ready, fds, heap, signals, memory, import, sweep, notify, reload,
+ * logging (default: all; `--only a,b` is the same as naming them). Each
+ * section is a module of scripts/bench/sections/; scripts/bench/harness.ts
+ * has what they share. Each comparison runs its variants interleaved in one
+ * run (one round = every variant once, the order rotating between rounds),
+ * after one warm-up round that is not counted. Markdown on stdout (JSON with
+ * --json); progress on stderr.
  *
  * Figures on a shared machine are noisy: the ratios within one run are what
  * to compare. Never turn them into pass/fail thresholds in tests.
@@ -30,6 +31,8 @@ import { memory } from "./bench/sections/memory.ts";
 import { importCost } from "./bench/sections/import.ts";
 import { SWEEP_RUNS, sweep } from "./bench/sections/sweep.ts";
 import { notifyCost } from "./bench/sections/notify.ts";
+import { reloadCost } from "./bench/sections/reload.ts";
+import { logThroughput } from "./bench/sections/logging.ts";
 
 const RUNNERS = {
   ready: timeToReady,
@@ -40,6 +43,8 @@ const RUNNERS = {
   import: importCost,
   sweep,
   notify: notifyCost,
+  reload: reloadCost,
+  logging: logThroughput,
 } satisfies Record<string, (o: Options) => Promise<Section>>;
 type SectionId = keyof typeof RUNNERS;
 const SECTIONS = Object.keys(RUNNERS) as SectionId[];

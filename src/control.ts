@@ -342,9 +342,14 @@ function answer(name: string, pid: number, r: ReloadOutcome): number {
   return 1;
 }
 
-/** Poll the state file (about every 10 ms) until a reload after `seen` has an outcome, the daemon exits, or `deadline`. */
+/**
+ * Poll the state file until a reload after `seen` has an outcome, the
+ * daemon exits, or `deadline`: after 1 ms first (a quick reload is done by
+ * then), doubling up to every 10 ms.
+ */
 async function awaitOutcome(name: string, path: string, target: Target, seen: number, deadline: number, timeout: number): Promise<number> {
   const { pid } = target;
+  let pause = 1;
   for (;;) {
     const r = readState(path, pid);
     if (r.ok) {
@@ -362,7 +367,9 @@ async function awaitOutcome(name: string, path: string, target: Target, seen: nu
       return 1;
     }
     // The wait is the pause between reads, and ends early when the daemon dies.
-    if (await target.waitGone(Math.min(10, left))) {
+    const gone = await target.waitGone(Math.min(pause, left));
+    pause = Math.min(pause * 2, 10);
+    if (gone) {
       // Its last word, if it published and exited at once (its file may already be gone).
       const last = readState(path, pid);
       const found = last.ok ? firstAfter(last.record, seen) : undefined;
