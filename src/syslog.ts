@@ -1,15 +1,16 @@
 /**
- * A consola reporter that sends each line to syslog (/dev/log) as glibc's
- * syslog(3) does: one datagram a line on a connected AF_UNIX socket. It never
- * blocks and never throws: a line the receiver cannot take is dropped and
- * counted, and the count is reported once the receiver takes lines again.
+ * A consola reporter that sends each event to syslog (/dev/log) as glibc's
+ * syslog(3) does: one datagram an event on a connected AF_UNIX socket. It
+ * never blocks and never throws: an event the receiver cannot take is
+ * dropped and counted, and the count is reported once the receiver takes
+ * lines again.
  *
  * Nothing runs at import; the FFI module loads with the first socket.
  */
 import { statSync } from "node:fs";
 import type { ConsolaReporter, LogObject } from "consola/core";
 import { DaemonError, errorText } from "./errors.ts";
-import { format, priorityOf } from "./log.ts";
+import { jsonRecord, jsonText, messageText, oneLine, priorityOf, subTag, type JsonRecord, type LogFormat } from "./log.ts";
 
 let ffiModule: typeof import("./ffi.ts") | undefined;
 const ffi = (): typeof import("./ffi.ts") => (ffiModule ??= require("./ffi.ts") as typeof import("./ffi.ts"));
@@ -60,6 +61,13 @@ export interface SyslogOptions {
    * `UseSpecialParser="off"` (its default parser for local sockets reads 3164).
    */
   format?: "rfc3164" | "rfc5424";
+  /**
+   * The message after the header. Default `"text"`: `[tag] message` with
+   * src/log.ts oneLine()'s escapes (a line feed shown as `\n`). `"json"`:
+   * the JSON object of src/log.ts jsonRecord() (time, level, name = ident
+   * as given, pid, msg, err…), still after the header.
+   */
+  logFormat?: LogFormat;
 }
 
 /** A consola reporter with the socket it holds; `close()` lets it go. */
@@ -124,11 +132,12 @@ export function syslogAvailable(socket = "/dev/log"): boolean {
 }
 
 /**
- * A consola reporter that sends every line of each message to syslog as a
- * datagram of its own (a stack trace becomes several, each tagged), with the
- * severity from the log type (src/log.ts priorityOf: error → err, warn →
- * warning, info → info, debug → debug…). The socket is connected here,
- * when the reporter is created, and reused.
+ * A consola reporter that sends each log call to syslog as one datagram,
+ * one record: a multi-line message or a stack trace stays one line (text:
+ * line feeds shown as `\n`; json: the object), with the severity from the
+ * log type (src/log.ts priorityOf: error → err, warn → warning, info →
+ * info, debug → debug…). The socket is connected here, when the reporter
+ * is created, and reused.
  *
  * It never throws and never waits. A full receiver queue (EAGAIN) drops the
  * line. A receiver that went away (ECONNREFUSED, ENOTCONN, ENOENT, EBADF) is
@@ -137,13 +146,15 @@ export function syslogAvailable(socket = "/dev/log"): boolean {
  * second, or at once when the socket file has been re-created (a restarted
  * receiver). The first line that gets through after drops is preceded by
  * `syslog: N lines dropped while the receiver was unavailable` (severity
- * warning); while the queue keeps overflowing, that count goes out at most
- * once a second, and no dropped line goes uncounted.
+ * warning; a JSON object in json); while the queue keeps overflowing, that
+ * count goes out at most once a second, and no dropped line goes uncounted.
  *
  * Lines longer than 8 KiB (the datagram, header included: rsyslog's default
- * maxMessageSize) are cut and end in `...[truncated]`. A consola tag other
- * than `ident` is shown as `[tag] ` before the text. Throws DaemonError
- * USAGE for an empty ident, an unknown facility or format.
+ * maxMessageSize) are cut and end in `...[truncated]`; in json the stack,
+ * then msg, then the error's message are cut instead, so that the object
+ * stays whole. A consola tag other than `ident` is shown as `[tag] ` before
+ * the text (json: `"tag"`). Throws DaemonError USAGE for an empty ident, an
+ * unknown facility, format or logFormat.
  */
 export function createSyslogReporter(opts: SyslogOptions): SyslogReporter {
   const ident = cleanName(typeof opts?.ident === "string" ? opts.ident.trim() : "", 48);
@@ -155,6 +166,9 @@ export function createSyslogReporter(opts: SyslogOptions): SyslogReporter {
   }
   const style = opts.format ?? "rfc3164";
   if (style !== "rfc3164" && style !== "rfc5424") throw new DaemonError("USAGE", `syslog: unknown format ${JSON.stringify(style)}; use "rfc3164" or "rfc5424"`);
+  const body = opts.logFormat ?? "text";
+  if (body !== "text" && body !== "json") throw new DaemonError("USAGE", `syslog: unknown logFormat ${JSON.stringify(body)}; use "text" or "json"`);
+  const name = opts.ident.trim();
   const socket = opts.socket ?? "/dev/log";
   const host = style === "rfc5424" ? cleanName((require("node:os") as typeof import("node:os")).hostname(), 255) || "-" : "";
 
@@ -186,6 +200,33 @@ export function createSyslogReporter(opts: SyslogOptions): SyslogReporter {
     const cut = encoder.encodeInto(whole, buf.subarray(0, MAX_DATAGRAM - mark.length));
     buf.set(mark, cut.written);
     return cut.written + mark.length;
+  };
+
+  /**
+   * A JSON body that fits the datagram after `head`: the longest texts cut
+   * (stack, msg, the error's message, in that order), each ending in the
+   * mark. Removing n characters removes at least n bytes, so one cut per
+   * field is enough; what still does not fit is cut by encode() (a name
+   * longer than the datagram).
+   */
+  const fitJson = (head: string, rec: JsonRecord): string => {
+    let text = jsonText(rec);
+    const fields: [Record<string, unknown>, string][] = [];
+    if (rec.err) fields.push([rec.err as unknown as Record<string, unknown>, "stack"]);
+    fields.push([rec as unknown as Record<string, unknown>, "msg"]);
+    if (rec.err) fields.push([rec.err as unknown as Record<string, unknown>, "message"]);
+    for (const [holder, key] of fields) {
+      const over = Buffer.byteLength(head) + Buffer.byteLength(text) - MAX_DATAGRAM;
+      if (over <= 0) break;
+      const s = holder[key];
+      if (typeof s !== "string" || s.length <= CUT_MARK.length) continue;
+      let keep = Math.max(0, s.length - over - CUT_MARK.length);
+      // Not half a surrogate pair.
+      if (keep > 0 && /[\ud800-\udbff]/.test(s[keep - 1]!)) keep--;
+      holder[key] = s.slice(0, keep) + CUT_MARK;
+      text = jsonText(rec);
+    }
+    return text;
   };
 
   /** Forget the socket; an fd that is already closed (EBADF) or reused (ENOTSOCK) is not ours to close. */
@@ -226,13 +267,18 @@ export function createSyslogReporter(opts: SyslogOptions): SyslogReporter {
     return false;
   };
 
-  const sendLine = (severity: number, date: Date, text: string): void => {
+  /** The datagram of one event in buf: its length. */
+  const render = (head: string, message: string | JsonRecord): number => encode(head, typeof message === "string" ? message : fitJson(head, message));
+
+  const sendLine = (severity: number, date: Date, message: string | JsonRecord): void => {
     if (!connect(false)) {
       dropped++;
       return;
     }
     if (dropped > 0 && performance.now() >= warnAt) {
-      const len = encode(header(4, new Date()), `syslog: ${dropped} lines dropped while the receiver was unavailable`);
+      const now = new Date();
+      const warning = `syslog: ${dropped} lines dropped while the receiver was unavailable`;
+      const len = render(header(4, now), body === "json" ? jsonRecord({ type: "warn", level: 1, tag: "", args: [warning], date: now }, name) : warning);
       if (!transmit(len)) {
         dropped++;
         return;
@@ -240,7 +286,7 @@ export function createSyslogReporter(opts: SyslogOptions): SyslogReporter {
       dropped = 0;
       warnAt = performance.now() + RETRY_MS;
     }
-    if (!transmit(encode(header(severity, date), text))) dropped++;
+    if (!transmit(render(header(severity, date), message))) dropped++;
   };
 
   // Connected now, as openlog(LOG_NDELAY) does: a daemon that chroots or
@@ -251,33 +297,27 @@ export function createSyslogReporter(opts: SyslogOptions): SyslogReporter {
 
   return {
     log(obj: LogObject) {
-      let lines: string[];
+      let message: string | JsonRecord;
       let severity = 6;
       let date = new Date();
       try {
         severity = priorityOf(obj);
         if (obj.date instanceof Date && !Number.isNaN(obj.date.getTime())) date = obj.date;
-        let text: string;
-        try {
-          text = format(obj.args ?? []);
-        } catch {
-          // An argument that cannot be shown (a Proxy that throws on every trap) must not make logging throw.
-          text = (obj.args ?? []).map((a) => errorText(a)).join(" ");
+        if (body === "json") {
+          message = jsonRecord(obj, name);
+        } else {
+          const tag = subTag(obj.tag, name);
+          message = oneLine(`${tag ? `[${tag}] ` : ""}${messageText(obj.args)}`);
         }
-        const tag = typeof obj.tag === "string" && obj.tag !== "" && obj.tag !== opts.ident ? obj.tag.startsWith(`${opts.ident}:`) ? obj.tag.slice(opts.ident.length + 1) : obj.tag : "";
-        lines = text.split(/\r?\n/).filter((l) => l.trim() !== "");
-        if (lines.length === 0) lines = [""];
-        if (tag) lines = lines.map((l) => `[${tag}] ${l}`);
       } catch {
-        lines = ["(a log line that could not be formatted)"];
+        const text = "(a log line that could not be formatted)";
+        message = body === "json" ? { time: new Date().toISOString(), level: "error", name, pid: process.pid, msg: text } : text;
       }
-      for (const line of lines) {
-        try {
-          sendLine(severity, date, line);
-        } catch {
-          // libc could not be loaded, or the like: logging must never fail the caller.
-          dropped++;
-        }
+      try {
+        sendLine(severity, date, message);
+      } catch {
+        // libc could not be loaded, or the like: logging must never fail the caller.
+        dropped++;
       }
     },
     close() {

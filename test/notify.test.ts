@@ -319,14 +319,13 @@ describe("journald", () => {
     return { lines: readFileSync(file, "utf8").split("\n").filter(Boolean), pid: d.pid };
   };
 
-  test("JOURNAL_STREAM naming fd 2: <N> syslog priorities from consola's levels, no timestamp, no colour, each line prefixed", async () => {
+  test("JOURNAL_STREAM naming fd 2: <N> syslog priorities from consola's levels, no timestamp, no colour, one prefix per event (a multi-line message stays one line)", async () => {
     const { lines, pid } = await runWithStderrFile((st) => `${st.dev}:${st.ino}`);
     for (const l of lines) expect(l).toMatch(/^<[0-7]>[^\x1b]*$/);
     expect(lines).toContain("<3>an error line");
     expect(lines).toContain("<4>a warning line");
     expect(lines).toContain("<7>a debug line");
-    expect(lines).toContain("<6>two");
-    expect(lines).toContain("<6>lines");
+    expect(lines).toContain("<6>two\\nlines");
     expect(lines).toContain(`<6>ready (pid ${pid}, foreground)`);
   }, 30_000);
 
