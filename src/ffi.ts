@@ -663,3 +663,23 @@ export function sendDatagram(fd: number, data: Uint8Array): number {
     if (e !== EINTR) return e;
   }
 }
+
+// reaping
+
+/**
+ * Reap child `pid` if it has ended: waitid(P_PID, pid, WEXITED | WNOHANG),
+ * for that one pid only (a waitpid(-1) could take a child the runtime waits
+ * for through its pidfd). True when this call reaped it; false while it
+ * still runs, or when it is not our child (any more): ECHILD.
+ */
+export function reapExited(pid: number): boolean {
+  const P_PID = 1;
+  const WEXITED = 4;
+  const WNOHANG = 1;
+  const info = new Int32Array(32); // siginfo_t: 128 bytes; si_pid (int 4) stays 0 when nothing ended
+  const l = libc();
+  for (;;) {
+    if (l.waitid(P_PID, pid, ptr(info), WEXITED | WNOHANG) === 0) return info[4] === pid;
+    if (errno() !== EINTR) return false;
+  }
+}
