@@ -51,6 +51,12 @@ export const BUILTINS: Record<string, Builtin> = {
   config: { kind: "string", for: COMMANDS, hint: "path", description: "the config file (default: the daemon's config.file); its pid_file, log_file, log_level, user and group apply unless an option overrides them" },
   "log-level": { kind: "string", for: WITH_APP, hint: LOG_LEVELS.join("|"), description: "log lines of this severity and above, any case (default: the config's log_level, else info)" },
   "log-target": { kind: "string", for: WITH_APP, hint: LOG_TARGETS.join("|"), description: "where log lines go (default: stderr in the foreground; detached: the log file if given, else syslog, else nowhere)" },
+  "log-format": { kind: "string", for: WITH_APP, hint: "text|json", description: "one line per event: text, or a JSON object (time, level, name, pid, msg, err) (default text)" },
+  "shutdown-delay": { kind: "ms", for: WITH_APP, description: "ms between a stop signal and the shutdown hooks: not ready, still serving (default 0; 5000 under Kubernetes)" },
+  "health-port": { kind: "string", for: WITH_APP, hint: "port", description: "serve GET /livez and GET /readyz on this port, for HTTP probes" },
+  // run only: start's launcher waits for readiness itself.
+  "ready-fd": { kind: "string", for: ["run"], hint: "N", description: "write a newline to fd N once ready, then close it (s6 notification-fd, dinit pipefd, OpenRC notify=fd)" },
+  "ready-fd-env": { kind: "string", for: ["run"], hint: "VAR", description: "as --ready-fd, the fd number in $VAR (dinit pipevar), which is then removed from the environment" },
   daemon: { kind: "boolean", for: ["run"], description: "detach, as the start command does" },
   timeout: { kind: "seconds", for: [...STOPPING, "reload"], description: "stop: seconds to wait for the daemon to exit; reload: for the reload's outcome (default 30)" },
   "no-wait": { kind: "boolean", for: ["reload"], description: "reload: send SIGHUP and exit, without waiting for the outcome" },
@@ -85,6 +91,11 @@ export interface CliOptions {
   config?: string;
   logLevel?: LogLevel;
   logTarget?: LogTarget;
+  logFormat?: "text" | "json";
+  shutdownDelay?: number;
+  healthPort?: number;
+  readyFd?: number;
+  readyFdEnv?: string;
   /** reload: wait for the outcome (false with --no-wait). */
   wait: boolean;
   /** status --json. */
@@ -300,6 +311,25 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
           cli.logTarget = v as LogTarget;
           break;
         case "no-wait": cli.wait = !(value as boolean); break;
+        case "log-format":
+          if (v !== "text" && v !== "json") throw usage(`--log-format takes text or json, not ${JSON.stringify(v)}`);
+          cli.logFormat = v;
+          break;
+        case "shutdown-delay": cli.shutdownDelay = number(v, "--shutdown-delay", "ms"); break;
+        case "health-port": {
+          const port = Number(v);
+          if (!/^\d{1,5}$/.test(v) || port < 1 || port > 65535) throw usage(`--health-port takes a TCP port from 1 to 65535, not ${JSON.stringify(v)}`);
+          cli.healthPort = port;
+          break;
+        }
+        case "ready-fd":
+          if (!/^\d{1,9}$/.test(v)) throw usage(`--ready-fd takes an fd number, not ${JSON.stringify(v)}`);
+          cli.readyFd = Number(v);
+          break;
+        case "ready-fd-env":
+          if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(v)) throw usage(`--ready-fd-env takes a variable name, not ${JSON.stringify(v)}`);
+          cli.readyFdEnv = v;
+          break;
         case "json": cli.json = value as boolean; break;
         case "ready": cli.ready = value as boolean; break;
       }

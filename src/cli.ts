@@ -12,6 +12,7 @@ import { DaemonError } from "./errors.ts";
 import { isDaemonStage } from "./marker.ts";
 import type { LibraryConfig } from "./config.ts";
 import type { LoggingOptions } from "./log.ts";
+import type { PidFileLock } from "./pidfile.ts";
 import type { PrivilegeOptions } from "./privileges.ts";
 import type { DaemonConfig, PrivilegeConfig } from "./types.ts";
 
@@ -56,6 +57,7 @@ function options(config: DaemonConfig, cli: CliOptions) {
     ...(logTarget === undefined ? {} : { target: logTarget }),
     ...(resolved.logFile === undefined ? {} : { logFile: resolved.logFile }),
     ...(config.syslog === undefined ? {} : { syslog: config.syslog }),
+    ...((cli.logFormat ?? config.logFormat) === undefined ? {} : { format: (cli.logFormat ?? config.logFormat)! }),
   };
   return { ...resolved, logging, configPath, cliLogLevel: cli.logLevel !== undefined, lib };
 }
@@ -87,11 +89,46 @@ function extras(o: Resolved, config: DaemonConfig, cli: CliOptions): RunExtras {
     ...(noNewPrivileges === undefined ? {} : { noNewPrivileges }),
     ...(rlimits === undefined ? {} : { rlimits }),
   };
+  const k8s = process.env.KUBERNETES_SERVICE_HOST !== undefined && process.env.KUBERNETES_SERVICE_HOST !== "";
+  const askedDelay = cli.shutdownDelay ?? config.shutdownDelay;
+  const port = cli.healthPort ?? config.health?.port;
+  const supervision: NonNullable<RunExtras["supervision"]> = {
+    shutdownDelay: askedDelay ?? (k8s ? 5000 : 0),
+    ...(askedDelay === undefined && k8s
+      ? { shutdownDelayNote: "KUBERNETES_SERVICE_HOST is set: a stop signal first makes the daemon not ready and keeps it serving for 5000 ms (the endpoint is being removed meanwhile); --shutdown-delay sets another" }
+      : {}),
+    ...(port === undefined ? {} : { health: { port, ...(config.health?.host === undefined ? {} : { host: config.health.host }) } }),
+  };
   return {
     privileges,
+    supervision,
     logging: o.logging,
     ...(config.config === undefined ? {} : { config: { options: config.config, ...(cli.config === undefined ? {} : { explicit: cli.config }), levelFromCli: o.cliLogLevel } }),
   };
+}
+
+/**
+ * The PID file of a foreground daemon. The default path on a read-only
+ * root (a container's readOnlyRootFilesystem: EROFS) or a directory this
+ * user may not write (EACCES) falls back to /tmp/NAME.pid, then to none,
+ * with one warning: a foreground daemon's supervisor knows its pid anyway.
+ * An explicit --pid-file stays fatal.
+ */
+function foregroundLock(name: string, o: Resolved, acquire: (path: string) => PidFileLock): { lock: PidFileLock; notice?: string } {
+  const unwritable = (err: unknown) => err instanceof DaemonError && (err.errnoName === "EROFS" || err.errnoName === "EACCES");
+  try {
+    return { lock: acquire(o.pidFile) };
+  } catch (err) {
+    if (!o.pidFileIsDefault || !unwritable(err)) throw err;
+    const first = `the default PID file ${o.pidFile} cannot be created (${(err as DaemonError).errnoName})`;
+    const fallback = `/tmp/${name}.pid`;
+    try {
+      return { lock: acquire(fallback), notice: `${first}: using ${fallback}` };
+    } catch (err2) {
+      if (!unwritable(err2)) throw err2;
+      return { lock: { path: "", fd: -1 }, notice: `${first}, nor ${fallback} (${(err2 as DaemonError).errnoName}): running without a PID file (status, stop and reload cannot find this daemon; its supervisor can)` };
+    }
+  }
 }
 
 /** `check`, as `nginx -t`: every problem of the config on stderr, one per line, or `config OK`; no daemon is touched. */
@@ -170,15 +207,29 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       if (p.command === "status" && err instanceof DaemonError && err.code === "CONFIG") throw new DaemonError("CONFIG", err.message, { exitCode: 4, cause: err });
       throw err;
     }
+    const foreground = async (held?: string): Promise<never> => {
+      // Checked before the PID file is taken: a misconfigured supervisor is a usage error (exit 2).
+      const fd = p.cli.readyFd ?? config.readyFd;
+      const readyFd = fd === undefined && p.cli.readyFdEnv === undefined ? undefined : (await import("./ready-fd.ts")).openReadyFd({ ...(fd === undefined ? {} : { fd }), ...(p.cli.readyFdEnv === undefined ? {} : { env: p.cli.readyFdEnv }) });
+      const { lock, notice } = foregroundLock(config.name, o, (await import("./pidfile.ts")).acquirePidFile);
+      const notices = [...(held ? [{ level: "info" as const, text: held }] : []), ...(notice ? [{ level: "warn" as const, text: notice }] : [])];
+      const x = extras(o, config, p.cli);
+      return d.run("foreground", p.app, lock, undefined, { ...x, notices, supervision: { ...x.supervision!, ...(readyFd ? { readyFd } : {}) } });
+    };
     const launch = async (prepared = false): Promise<never> => {
       if (!prepared) await prepare(o);
-      // Under a Type=notify unit systemd watches the process it started: a
-      // fork would leave it watching a launcher that exits. Decided here, so
-      // the launcher path never loads the lifecycle.
-      if (process.env.NOTIFY_SOCKET) {
+      // Under a supervisor the process it started is the one it watches: a
+      // fork would leave it watching a launcher that exits (and as PID 1 the
+      // exit would end the namespace). Decided here, so the launcher path
+      // never loads the lifecycle.
+      const { supervisor, notDetaching } = await import("./supervisor.ts");
+      const sup = supervisor();
+      if (sup.kind === "systemd") {
         (await import("./notify.ts")).holdInForeground(p.command === "run" ? "run --daemon" : p.command, o.logFile);
-        return d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile), undefined, extras(o, config, p.cli));
+        return foreground();
       }
+      if (sup.kind !== "none") return foreground(notDetaching(sup));
+      if (config.readyFd !== undefined) throw new DaemonError("USAGE", "readyFd goes with run (what a supervisor starts): start's launcher waits for readiness itself", { exitCode: 2 });
       return (await import("./launch.ts")).launch(o);
     };
     const control = () => import("./control.ts");
@@ -187,7 +238,7 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       case "run":
         if (p.cli.daemon) return void (await launch());
         await prepare(o);
-        return void (await d.run("foreground", p.app, (await import("./pidfile.ts")).acquirePidFile(o.pidFile), undefined, extras(o, config, p.cli)));
+        return void (await foreground());
       case "start":
         return void (await launch());
       case "stop":

@@ -7,7 +7,9 @@ import { checkName } from "./paths.ts";
 import type { PidFileLock } from "./pidfile.ts";
 import type { DaemonHandle } from "./stage.ts";
 import type { ConfigOptions } from "./config.ts";
+import type { HealthOptions } from "./health.ts";
 import type { LoggingOptions } from "./log.ts";
+import type { ReadyFd } from "./ready-fd.ts";
 import type { PrivilegeOptions } from "./privileges.ts";
 import type { DaemonConfig, Hook, HookContext, HookName, Mode, ReloadContext, ShutdownContext, ShutdownHook } from "./types.ts";
 
@@ -40,6 +42,10 @@ export interface RunExtras {
   logging: LoggingOptions;
   /** DaemonConfig.config, the --config path, and whether --log-level pins the level (a reload's log_level then does not). */
   config?: { options: ConfigOptions<unknown>; explicit?: string; levelFromCli: boolean };
+  /** Shutdown delay, health listener, readiness fd: what orchestrators and supervisors need. */
+  supervision?: { shutdownDelay: number; shutdownDelayNote?: string; health?: HealthOptions; readyFd?: ReadyFd };
+  /** Lines the lifecycle logs once it has a logger (why it runs in the foreground, a PID file fallback). */
+  notices?: Array<{ level: "info" | "warn"; text: string }>;
 }
 
 /** Internal: what the CLI needs to run a lifecycle. */
@@ -72,6 +78,7 @@ export function defineDaemon<const A extends ArgsDef = {}, C = Record<string, un
   adopt(owner, hooks);
   for (const event of ["init", "ready", "reload", "shutdown"] as const) {
     const fn = config[event];
+    // `init: false` is the opt-out of PID 1's duties, not a hook.
     if (fn) owner.add(event, fn as Hook<any>);
   }
 
@@ -94,6 +101,10 @@ export function defineDaemon<const A extends ArgsDef = {}, C = Record<string, un
         ...(stage ? { stage } : {}),
         ...(extras.privileges ? { privileges: extras.privileges } : {}),
         ...(extras.config ? { config: extras.config } : {}),
+        ...(extras.notices ? { notices: extras.notices } : {}),
+        ...(extras.supervision ?? {}),
+        // PID 1 of a namespace (a container without an init in front): its duties, unless `init: false`.
+        ...(process.pid === 1 && config.init !== false ? { pid1: { killGrace: config.killGrace ?? 2000 } } : {}),
         ...(config.app ? { load: config.app } : {}),
         ...(config.watchdog ? { watchdog: config.watchdog as (ctx: HookContext<any>) => unknown } : {}),
         setPhase: (p) => {

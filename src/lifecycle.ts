@@ -4,7 +4,7 @@
  * reverse order, each bounded by the shutdown timeout; then exit.
  */
 import { DaemonError, errorText } from "./errors.ts";
-import { monotonicUsec } from "./ffi.ts";
+import { monotonicUsec, sendSignal } from "./ffi.ts";
 import type { Registration } from "./hooks.ts";
 import { keepOutputErrorsHarmless, type DaemonLogger, type Logger } from "./log.ts";
 import { errnoOf, heldInForeground, notifyAddress, send, statusText, takeSupervisorEnv, watchdogPeriodMs } from "./notify.ts";
@@ -17,6 +17,9 @@ import { lookupUserSpec } from "./environment.ts";
 import { openStateFile, statePathFor, type StateWriter } from "./state.ts";
 import type { HookContext, HookName, Mode, ReloadContext, ShutdownContext } from "./types.ts";
 import { startWatchdog } from "./watchdog.ts";
+import { startHealth, type HealthOptions } from "./health.ts";
+import type { ReadyFd } from "./ready-fd.ts";
+import { livingOthers } from "./proc.ts";
 
 export interface LifecycleOptions {
   name: string;
@@ -38,6 +41,18 @@ export interface LifecycleOptions {
   privileges?: PrivilegeOptions;
   /** The logger's switches (reporters at ready, the level on reload). */
   logger?: DaemonLogger;
+  /** ms between the first stop signal and the shutdown hooks (not ready, still serving); 0: none. */
+  shutdownDelay?: number;
+  /** Said once when the delay is a default (Kubernetes), not asked for. */
+  shutdownDelayNote?: string;
+  /** The supervisor's readiness fd (--ready-fd). */
+  readyFd?: ReadyFd;
+  /** GET /livez, /readyz. */
+  health?: HealthOptions;
+  /** PID 1 duties: reap orphans, SIGTERM what is left at exit. */
+  pid1?: { killGrace: number };
+  /** Lines to log once at start (why the process runs in the foreground, a PID file fallback). */
+  notices?: Array<{ level: "info" | "warn"; text: string }>;
   /** DaemonConfig.config and the --config path: loaded before the app, again on each reload. */
   config?: { options: ConfigOptions<unknown>; explicit?: string; levelFromCli: boolean };
 }
@@ -62,6 +77,18 @@ function detail(err: unknown): string {
     if (err instanceof Error && typeof err.stack === "string" && err.stack !== "") return err.stack;
   } catch {}
   return errorText(err);
+}
+
+/**
+ * A thrown value as log arguments: an Error as itself (so a JSON log line
+ * gets its `err` field, a text one its stack, on one line), anything else
+ * as detail()'s text. Never throws.
+ */
+function errArgs(err: unknown): unknown[] {
+  try {
+    if (err instanceof Error && typeof err.stack === "string") return [err];
+  } catch {}
+  return [detail(err)];
 }
 
 /**
@@ -96,6 +123,11 @@ export class Lifecycle {
   /** The state file beside the PID file (status, reload outcomes). */
   private stateFile: StateWriter | undefined;
   private stateError: unknown;
+  /** The shutdown delay's timer, while it runs. */
+  private delayTimer: ReturnType<typeof setTimeout> | undefined;
+  /** From the first stop signal on: not ready, whatever else is still running. */
+  private leaving = false;
+  private health: { stop(): void } | undefined;
 
   constructor(private readonly o: LifecycleOptions) {}
 
@@ -175,6 +207,18 @@ export class Lifecycle {
     const held = heldInForeground();
     if (held) this.o.log.info(held);
     if (this.o.logger?.note) this.o.log.debug(this.o.logger.note);
+    for (const n of this.o.notices ?? []) this.o.log[n.level](n.text);
+    if (this.o.shutdownDelayNote) this.o.log.info(this.o.shutdownDelayNote);
+    // PID 1 of a namespace: orphans are reparented to us, and nobody else reaps them.
+    if (this.o.pid1) (require("./reaper.ts") as typeof import("./reaper.ts")).startReaper({ log: this.o.log });
+    if (this.o.health) {
+      try {
+        this.health = startHealth(this.o.health, () => this.state === "running" && !this.leaving);
+      } catch (err) {
+        this.failStart(`the health listener on port ${this.o.health.port} failed`, err);
+        await this.shutdown(() => false);
+      }
+    }
     let firstNotStarted: Registration | undefined;
     if (this.stateError !== undefined) {
       this.failStart("opening the state file failed", this.stateError);
@@ -257,7 +301,9 @@ export class Lifecycle {
     this.stateFile?.set("running");
     this.o.stage?.ready();
     sdNotify(`READY=1\nMAINPID=${process.pid}`, "running");
+    this.o.readyFd?.ready();
     this.o.log.info(`ready (pid ${process.pid}, ${this.o.mode})`);
+    this.sayStopBudget();
     // Guarding process.stdout/stderr creates them, which costs about 8 ms:
     // done once ready, off the path to readiness.
     setImmediate(() => keepOutputErrorsHarmless(this.o.log));
@@ -268,7 +314,7 @@ export class Lifecycle {
       try {
         await reg.fn(this.ctx());
       } catch (err) {
-        this.o.log.error(`ready hook ${name} failed: ${detail(err)}`);
+        this.o.log.error(`ready hook ${name} failed:`, ...errArgs(err));
       }
     }
     if (this.reloadPending && this.stopReason === undefined) this.reload();
@@ -393,7 +439,7 @@ export class Lifecycle {
         await reg.fn(ctx);
       } catch (err) {
         failure ??= `reload hook ${this.reloadHook} failed: ${errorText(err)}`;
-        this.o.log.error(`reload hook ${this.reloadHook} failed; keeping the previous ${this.o.config ? "config" : "state"}: ${detail(err)}`);
+        this.o.log.error(`reload hook ${this.reloadHook} failed; keeping the previous ${this.o.config ? "config" : "state"}:`, ...errArgs(err));
       }
       this.reloadHook = undefined;
     }
@@ -463,12 +509,42 @@ export class Lifecycle {
         }
       } catch (err) {
         failed = true;
-        this.o.log.error(`shutdown hook ${name} failed: ${detail(err)}`);
+        this.o.log.error(`shutdown hook ${name} failed:`, ...errArgs(err));
       } finally {
         clearTimeout(timer);
       }
     }
+    if (this.o.pid1) await this.endTheRest(this.o.pid1.killGrace);
+    this.health?.stop();
     return this.exit(failed && this.exitCode === 0 ? 1 : this.exitCode);
+  }
+
+  /**
+   * PID 1's last step: SIGTERM to every other process of the namespace
+   * (kill(-1), which outside a pid namespace would hit the whole machine:
+   * so only as PID 1), then wait up to `graceMs` for them, saying how many
+   * were left. Exiting then ends whatever remains (the kernel SIGKILLs it).
+   */
+  private async endTheRest(graceMs: number): Promise<void> {
+    if (process.pid !== 1) return;
+    const others = () => livingOthers();
+    if (others().length === 0) return;
+    sendSignal(-1, 15);
+    const end = performance.now() + graceMs;
+    while (others().length > 0 && performance.now() < end) await Bun.sleep(20);
+    const left = others();
+    if (left.length > 0) this.o.log.warn(`PID 1: ${left.length} process${left.length === 1 ? "" : "es"} still running ${graceMs} ms after SIGTERM (${left.slice(0, 10).join(", ")}); exiting ends them`);
+    else this.o.log.info("PID 1: every other process has exited");
+  }
+
+  /** At ready, once: the longest a stop can take, the figure for terminationGracePeriodSeconds, docker stop -t or S6_KILL_GRACETIME. */
+  private sayStopBudget(): void {
+    const delay = this.o.shutdownDelay ?? 0;
+    const hooks = this.list("shutdown").length;
+    const grace = this.o.pid1 && process.pid === 1 ? this.o.pid1.killGrace : 0;
+    const total = delay + hooks * this.o.shutdownTimeout + grace;
+    const parts = [...(delay ? [`shutdown delay ${delay} ms`] : []), `${hooks} shutdown hook${hooks === 1 ? "" : "s"} x ${this.o.shutdownTimeout} ms`, ...(grace ? [`PID 1's kill grace ${grace} ms`] : [])];
+    this.o.log.info(`a stop takes at most ${total} ms (${parts.join(" + ")}): give the supervisor at least that (terminationGracePeriodSeconds, docker stop -t, S6_KILL_GRACETIME)`);
   }
 
   /** The state file first: while the PID file still names us, a reader finds either both or the PID file alone. */
@@ -480,6 +556,8 @@ export class Lifecycle {
   private exit(code: number): never {
     // PID file first, so a launcher that sees our failure finds it gone.
     this.releaseLock();
+    // Closed unwritten: dinit and s6 read EOF before the newline as a failed start.
+    this.o.readyFd?.fail();
     if (this.startFailure) {
       this.o.stage?.fail(this.startFailure, code || 1);
       // The last word systemd keeps (systemctl status): why the start failed.
@@ -507,27 +585,52 @@ export class Lifecycle {
         checking: () => this.state === "running",
       });
     }
-    const onStopSignal = (sig: "SIGTERM" | "SIGINT", num: number) => () => {
+    const onStopSignal = (sig: "SIGTERM" | "SIGINT" | "SIGQUIT", num: number) => () => {
       // Only a second stop *signal* means "now": a shutdown begun by
       // ctx.stop() or a fatal error still gets its hooks on the first one.
+      // During a shutdown delay the second one only ends the delay.
       if (this.stopSignal !== undefined) {
+        if (this.delayTimer !== undefined) {
+          clearTimeout(this.delayTimer);
+          this.delayTimer = undefined;
+          this.o.log.info(`${sig} during the shutdown delay: shutting down now; another stop signal exits at once`);
+          this.stop(this.stopSignal);
+          return;
+        }
         this.o.log.warn(`${sig} during shutdown: exiting now`);
         this.releaseLock();
+        this.o.readyFd?.fail();
         if (this.o.stage && !this.o.stage.settled) this.o.stage.fail(new DaemonError("INIT_FAILED", `killed by a second ${sig} before it was ready`), 128 + num);
         process.exit(128 + num);
       }
       this.stopSignal = sig;
+      this.leaving = true;
+      const delay = this.o.shutdownDelay ?? 0;
+      if (this.stopReason === undefined && this.state === "running" && delay > 0) {
+        // Not ready from now on, but still serving: the orchestrator takes
+        // the endpoint away while it sends the signal.
+        this.stateFile?.set("stopping");
+        sdNotify("STOPPING=1", `stopping (${sig}): shutdown delay ${delay} ms, still serving`);
+        this.o.log.info(`${sig}: not ready; still serving for the shutdown delay of ${delay} ms, then shutting down (another stop signal skips the delay)`);
+        this.delayTimer = setTimeout(() => {
+          this.delayTimer = undefined;
+          this.stop(sig);
+        }, delay);
+        return;
+      }
       if (this.stopReason !== undefined) this.o.log.info(`${sig} while stopping (${this.stopReason}); another stop signal exits at once`);
       this.stop(sig);
     };
     process.on("SIGTERM", onStopSignal("SIGTERM", 15));
     process.on("SIGINT", onStopSignal("SIGINT", 2));
+    // nginx-style images stop with STOPSIGNAL SIGQUIT; unhandled it would dump core.
+    process.on("SIGQUIT", onStopSignal("SIGQUIT", 3));
     process.on("SIGHUP", () => this.reload());
     // In every mode: logrotate's postrotate sends SIGUSR1 to whatever the PID
     // file names, and unhandled it would kill the process.
     process.on("SIGUSR1", () => this.reopenLog());
     const fatal = (kind: string) => (err: unknown) => {
-      this.o.log.error(`${kind}: ${detail(err)}`);
+      this.o.log.error(`${kind}:`, ...errArgs(err));
       if (this.state === "starting" && !this.startFailure) {
         this.startFailure = new DaemonError("INIT_FAILED", `${kind} during init: ${errorText(err)}`, { cause: err });
       }
@@ -542,7 +645,7 @@ export class Lifecycle {
     try {
       const user = this.o.privileges?.user;
       const trustedUid = user === undefined ? undefined : lookupUserSpec(user).entry?.uid;
-      this.stateFile = openStateFile(statePathFor(this.o.lock.path), { name: this.o.name, pid: process.pid, ...(trustedUid === undefined ? {} : { trustedUid }) });
+      if (this.o.lock.fd >= 0) this.stateFile = openStateFile(statePathFor(this.o.lock.path), { name: this.o.name, pid: process.pid, ...(trustedUid === undefined ? {} : { trustedUid }) });
     } catch (err) {
       // Failed in run(), once the handlers below exist.
       this.stateError = err;

@@ -570,6 +570,8 @@ function replacePidFile(path: string, oldFd: number, state: Extract<PidFileState
  * file (POSIX lock semantics), so it never outlives the flock.
  */
 export function writePid(lock: PidFileLock, pid: number): void {
+  // No PID file (a foreground daemon whose default paths were all read-only).
+  if (lock.fd < 0) return;
   if (pid === process.pid) {
     try {
       posixReadLock(lock.fd);

@@ -140,3 +140,16 @@ export function userName(uid: number): string {
   }
   return `uid ${uid}`;
 }
+
+/** Every other live process /proc shows (as PID 1 of a namespace: the namespace's), zombies left out. */
+export function livingOthers(): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    if (pid === process.pid) continue;
+    const st = processState(pid);
+    if (st !== undefined && st !== "Z" && st !== "X") out.push(pid);
+  }
+  return out;
+}

@@ -191,6 +191,24 @@ export interface DaemonConfig<A extends ArgsDef = ArgsDef, C = Record<string, un
   logTarget?: LogTarget;
   /** The syslog target: `socket` (default "/dev/log") and `facility` (default "daemon"). */
   syslog?: { socket?: string; facility?: SyslogFacility };
+  /** `text` (one line per event, newlines escaped) or `json` (one object per line: time, level, name, pid, msg, err). Default "text". `--log-format` overrides. */
+  logFormat?: "text" | "json";
+  /**
+   * ms between a stop signal (SIGTERM, SIGINT, SIGQUIT) and the shutdown
+   * hooks: the daemon is not ready any more (`status --ready` 1, /readyz
+   * 503, STOPPING=1) but keeps serving with its listeners open, so an
+   * orchestrator that removes the endpoint while it sends SIGTERM (as
+   * Kubernetes does) loses no request. A second stop signal skips the rest
+   * of it, a third exits at once. Default 0; 5000 when KUBERNETES_SERVICE_HOST
+   * is set. `--shutdown-delay` overrides.
+   */
+  shutdownDelay?: number;
+  /** As PID 1, the last step of shutdown: SIGTERM to every process left, then wait this many ms for them. Default 2000. */
+  killGrace?: number;
+  /** Write "\n" to this fd once ready, then close it (s6 notification-fd, dinit pipefd, OpenRC notify=fd). `run` only. Default none. `--ready-fd` overrides. */
+  readyFd?: number;
+  /** GET /livez and GET /readyz on this port (host default "0.0.0.0"), for HTTP probes. Default none. `--health-port` overrides the port. */
+  health?: { port: number; host?: string };
   /** ms `start` waits for readiness before killing the daemon; 0 waits for ever. Default 30000. `--ready-timeout` overrides. */
   readyTimeout?: number;
   /** ms each shutdown hook may take (and an interrupted init hook may still run). Default 10000. */
@@ -233,7 +251,12 @@ export interface DaemonConfig<A extends ArgsDef = ArgsDef, C = Record<string, un
    * pings only vouch for the event loop. Default: none.
    */
   watchdog?: (ctx: HookContext<A, C>) => boolean | void | Promise<boolean | void>;
-  init?: Hook<HookContext<A, C>>;
+  /**
+   * The init hook; or `false`: no PID 1 duties even as PID 1 (no reaping,
+   * no SIGTERM to what is left at exit), for a process with an init of its
+   * own in front (tini, `docker run --init`). Default: duties on as PID 1.
+   */
+  init?: Hook<HookContext<A, C>> | false;
   ready?: Hook<HookContext<A, C>>;
   reload?: Hook<ReloadContext<A, C>>;
   shutdown?: ShutdownHook<ShutdownContext<A, C>>;
