@@ -4,7 +4,7 @@
  * and it is closed; a start that fails closes it unwritten, which dinit
  * reads as failure (EOF before the newline).
  */
-import { fstatSync } from "node:fs";
+import { fstatSync, readlinkSync } from "node:fs";
 import { DaemonError } from "./errors.ts";
 import { closeFd, setCloexec, writeAll } from "./ffi.ts";
 
@@ -45,11 +45,20 @@ export function openReadyFd(o: { fd?: number; env?: string }): ReadyFd | undefin
   let kind: string;
   try {
     const st = fstatSync(fd);
-    kind = st.isFIFO() ? "pipe" : st.isSocket() ? "socket" : st.isFile() ? "a regular file" : st.isCharacterDevice() ? "a character device" : st.isDirectory() ? "a directory" : "not a pipe";
+    kind = st.isFIFO() ? "pipe" : st.isSocket() ? "socket" : st.isFile() ? "a regular file" : st.isCharacterDevice() ? "a character device" : st.isDirectory() ? "a directory" : "something else";
   } catch {
     throw usage(`${from}: fd ${fd} is not open (EBADF); check the supervisor's setting (${SETTINGS})`);
   }
-  if (kind !== "pipe" && kind !== "socket") throw usage(`${from}: fd ${fd} is ${kind}, not a pipe or socket; check the supervisor's setting (${SETTINGS})`);
+  if (kind !== "pipe" && kind !== "socket") {
+    // Bun takes the lowest free numbers for its own event loop (eventpoll,
+    // eventfd): a number the supervisor left free is open by the time we look.
+    let target = "";
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {}
+    if (target.startsWith("anon_inode:")) throw usage(`${from}: fd ${fd} was not given by the supervisor (the runtime's own ${target} sits there); check the supervisor's setting (${SETTINGS})`);
+    throw usage(`${from}: fd ${fd} is ${kind}, not a pipe or socket; check the supervisor's setting (${SETTINGS})`);
+  }
   setCloexec(fd, true);
   let open = true;
   const done = (write: boolean) => {

@@ -42,7 +42,9 @@ export function supervisor(): Supervisor {
   else {
     const ppid = process.ppid;
     const comm = commOf(ppid);
-    decided = comm !== undefined && (SUPERVISORS as readonly string[]).includes(comm) ? { kind: "supervised", by: comm, pid: ppid } : { kind: "none" };
+    // comm holds at most 15 characters: supervise-daemon reads "supervise-daemo".
+    const by = comm === undefined ? undefined : SUPERVISORS.find((s) => s.slice(0, 15) === comm);
+    decided = by !== undefined ? { kind: "supervised", by, pid: ppid } : { kind: "none" };
   }
   return decided;
 }

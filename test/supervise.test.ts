@@ -69,7 +69,11 @@ function spawnDaemon(cmd: string[], env: Record<string, string>, opts: { ns?: bo
   let inner = 0;
   const pid = () => {
     if (!opts.ns) return proc.pid;
-    inner ||= childOf(proc.pid);
+    if (!inner) {
+      inner = childOf(proc.pid);
+      // The namespace's PID 1 too: were unshare killed first, it would live on under the host's init.
+      if (inner) track(inner);
+    }
     return inner;
   };
   return { proc, pid, ...c, exited: proc.exited };
