@@ -122,6 +122,9 @@ export function unitText(u: UnitInput): string {
   if (cli.config !== undefined) argv.push("--config", resolve(cli.config));
   if (cli.logLevel !== undefined) argv.push("--log-level", cli.logLevel);
   if (cli.logTarget !== undefined) argv.push("--log-target", cli.logTarget);
+  if (cli.logFormat !== undefined) argv.push("--log-format", cli.logFormat);
+  if (cli.shutdownDelay !== undefined) argv.push("--shutdown-delay", String(cli.shutdownDelay));
+  if (cli.healthPort !== undefined) argv.push("--health-port", String(cli.healthPort));
   if (forking && cli.readyTimeout !== undefined) argv.push("--ready-timeout", String(cli.readyTimeout));
   argv.push(...u.appArgv);
 

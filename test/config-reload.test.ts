@@ -290,5 +290,8 @@ describe("unit reads the config file's own keys", () => {
     expect(line("User")).toEqual(["User=nobody"]);
     expect(line("PIDFile")).toEqual([`PIDFile=${c.pidFile}`]);
     expect(line("ExecStart")[0]).toContain(` start --pid-file ${c.pidFile} --config ${c.conf}`);
+    // The other options the daemon reads are passed on as given.
+    const r2 = await c.cli(["unit", "--config", c.conf, "--log-format", "json", "--shutdown-delay", "3000", "--health-port", "9099", "--log-level", "WARN"]);
+    expect(r2.stdout.split("\n").find((l) => l.startsWith("ExecStart="))).toContain(` run --pid-file ${c.pidFile} --config ${c.conf} --log-level warn --log-format json --shutdown-delay 3000 --health-port 9099`);
   }, 30_000);
 });
