@@ -12,14 +12,14 @@ const REAPER = join(ROOT, "src/reaper.ts");
 
 const isRoot = process.getuid?.() === 0;
 const hasUnshare = Bun.which("unshare") !== null;
-// env(1) of coreutils 9.6+: inherited ignored signals must not fake a result.
+// env(1) of coreutils 8.31+: inherited ignored signals must not fake a result.
 const hasDefaultSignal = Bun.spawnSync(["env", "--default-signal", "true"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
 const why = !isRoot
   ? "needs root for a private pid namespace"
   : !hasUnshare
     ? "needs unshare (util-linux)"
     : !hasDefaultSignal
-      ? "needs env --default-signal (coreutils 9.6+)"
+      ? "needs env --default-signal (coreutils 8.31+)"
       : "";
 const skipped = why ? ` (skipped: ${why})` : "";
 
