@@ -17,7 +17,7 @@ import {
 import { acquirePidFile, openLogFile, releasePidFile, type PidFileLock } from "./pidfile.ts";
 import { dontForkRanges, isAlive, listFds, processState, signalMask } from "./proc.ts";
 import {
-  FRAME_EXEC_FAILED, FRAME_FAILED, FRAME_FORK_FAILED, FRAME_PID, FRAME_READY, FRAME_STOPPING, FrameReader, payloadInt,
+  FRAME_EXEC_FAILED, FRAME_FAILED, FRAME_FORK_FAILED, FRAME_OUTPUT, FRAME_PID, FRAME_READY, FRAME_STOPPING, FrameReader, payloadInt,
   payloadJson, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type Frame, type FailureMessage, type StoppingMessage,
 } from "./protocol.ts";
 import { STAGE_MARKER } from "./marker.ts";
@@ -404,6 +404,11 @@ class Launcher {
         // bounded and it said how long they may take.
         this.stoppingGraceMs = payloadJson<StoppingMessage>(f).graceMs;
         this.daemonEnding = true;
+        break;
+      case FRAME_OUTPUT:
+        // Startup output the daemon took from the pipe at ready, before we had read it: as relay() does.
+        writeAll(2, f.payload);
+        if (this.logFd >= 0) writeAll(this.logFd, f.payload);
         break;
       case FRAME_READY:
         // Only while waiting: a READY after a timeout or an interrupt is too late.

@@ -14,6 +14,20 @@ export const FRAME_EXEC_FAILED = 3; // grandchild: errno of execve
 export const FRAME_READY = 4; // daemon: JSON ReadyMessage
 export const FRAME_FAILED = 5; // daemon: JSON FailureMessage
 export const FRAME_STOPPING = 6; // daemon: JSON StoppingMessage, stopped before it was ready
+export const FRAME_OUTPUT = 7; // daemon, at ready: raw bytes of its output the launcher had not read yet
+
+/** Bytes of output per FRAME_OUTPUT: with the 8-byte header, under PIPE_BUF (4096). */
+export const OUTPUT_CHUNK = 4000;
+
+/** A frame of raw bytes (FRAME_OUTPUT). */
+export function encodeBytes(type: number, bytes: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(8 + bytes.length);
+  const view = new DataView(frame.buffer);
+  view.setInt32(0, type, true);
+  view.setInt32(4, bytes.length, true);
+  frame.set(bytes, 8);
+  return frame;
+}
 
 export interface ReadyMessage {
   pid: number;

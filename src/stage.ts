@@ -6,12 +6,14 @@
 import { fstatSync, statSync } from "node:fs";
 import { DaemonError, errorText, exitStatus } from "./errors.ts";
 import {
-  closeFd, O_NOCTTY, O_RDONLY, O_RDWR, openFile, redirectFd, setCloexec, setProcessName, writeAll,
+  clearNonblock, closeFd, O_NOCTTY, O_RDONLY, O_RDWR, openFile, readInto, redirectFd, setCloexec, setNonblock, setProcessName, writeAll,
 } from "./ffi.ts";
 import { accountOf } from "./environment.ts";
 import { openLogFile, releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import { fdTarget, listFds } from "./proc.ts";
-import { encodeJson, FRAME_FAILED, FRAME_READY, FRAME_STOPPING, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage } from "./protocol.ts";
+import {
+  encodeBytes, encodeJson, FRAME_FAILED, FRAME_OUTPUT, FRAME_READY, FRAME_STOPPING, OUTPUT_CHUNK, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage,
+} from "./protocol.ts";
 
 export { isDaemonStage, STAGE_MARKER } from "./marker.ts";
 
@@ -105,6 +107,25 @@ function adoptStartupPipe(readFd: number, logFd: number): void {
 }
 
 /**
+ * Read what is in the startup pipe now, without waiting (on our own open
+ * file description: the launcher's read end stays blocking), and send it
+ * to the launcher as FRAME_OUTPUT frames, in order. Under load the launcher
+ * may not have drained the pipe when ready() comes; without this the
+ * daemon's pump (adoptStartupPipe) would read the last startup lines and
+ * the terminal would never see them.
+ */
+function handOverUnread(readFd: number, send: (frame: Uint8Array) => void): void {
+  setNonblock(readFd);
+  const buf = new Uint8Array(OUTPUT_CHUNK);
+  for (;;) {
+    const n = readInto(readFd, buf);
+    if (n <= 0) break;
+    send(encodeBytes(FRAME_OUTPUT, buf.subarray(0, n)));
+  }
+  clearNonblock(readFd);
+}
+
+/**
  * Take over from the launcher. Throws STAGE if this process was not started
  * by a launcher (fd 3 is not a pipe, fd 4 is not the PID file).
  *
@@ -192,6 +213,9 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
       }
       redirectAll(outPipe, target, pipeRead);
       if (logFd < 0) closeFd(target);
+      // What we wrote before ready and the launcher has not read yet: ours to
+      // hand over now, or the pump below would take it for the log file.
+      if (pipeRead >= 0) handOverUnread(pipeRead, (frame) => send(frame));
       send(encodeJson(FRAME_READY, { pid: process.pid }), true);
       if (pipeRead >= 0) adoptStartupPipe(pipeRead, logFd);
     },
