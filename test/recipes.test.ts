@@ -234,9 +234,11 @@ beforeAll(async () => {
 
 describe.skipIf(!S6)(`s6: examples/s6/hello under a real s6-supervise${whyS6}`, () => {
   const svstat = (svc: string, fields: string) => Bun.spawnSync(["s6-svstat", "-o", fields, svc]).stdout.toString().trim().split(/\s+/);
-  function supervise(svc: string, env: Record<string, string> = {}) {
+  /** Start s6-supervise on `svc`; resolves once its control fifo and event fifodir exist (before that, s6-svc and s6-svwait exit 111). */
+  async function supervise(svc: string, env: Record<string, string> = {}) {
     const s = spawn(["s6-supervise", svc], env);
     supervisors.push({ pid: s.proc.pid, down: () => Bun.spawnSync(["s6-svc", "-dx", svc]) });
+    expect(await waitFor(() => existsSync(join(svc, "supervise", "control")) && existsSync(join(svc, "event")), 10_000)).toBe(true);
     return s;
   }
 
@@ -245,7 +247,7 @@ describe.skipIf(!S6)(`s6: examples/s6/hello under a real s6-supervise${whyS6}`, 
     const svc = recipe("s6/hello", p);
     const fd = readFileSync(join(svc, "notification-fd"), "utf8").trim();
     expect(readFileSync(join(svc, "run"), "utf8")).toMatch(new RegExp(`^exec \\S+ run --ready-fd ${fd} `, "m"));
-    const s = supervise(svc);
+    const s = await supervise(svc);
     const w = await run(["s6-svwait", "-U", "-t", "20000", svc]);
     expect(w.code).toBe(0);
     const first = await get(p.port);
@@ -276,7 +278,7 @@ describe.skipIf(!S6)(`s6: examples/s6/hello under a real s6-supervise${whyS6}`, 
     const p = place();
     const svc = recipe("s6/hello", p);
     writeFileSync(join(svc, "run"), `#!/bin/sh\nexec 2>&1\nexec ${BUN} ${APP} run --ready-fd 3 --pid-file ${p.pidFile}\n`);
-    supervise(svc, { SUP_NAME: `rcp${process.pid}s${n}`, SUP_PORT: String(p.port), SUP_INIT_MS: "3000" });
+    await supervise(svc, { SUP_NAME: `rcp${process.pid}s${n}`, SUP_PORT: String(p.port), SUP_INIT_MS: "3000" });
     expect((await run(["s6-svwait", "-u", "-t", "20000", svc])).code).toBe(0);
     expect(await serves(p.port)).toBe(false);
     expect(svstat(svc, "ready")).toEqual(["false"]);
@@ -289,7 +291,7 @@ describe.skipIf(!S6)(`s6: examples/s6/hello under a real s6-supervise${whyS6}`, 
     const svc = recipe("s6/hello", p);
     writeFileSync(join(svc, "run"), readFileSync(join(svc, "run"), "utf8").replace(/^(exec \S+) run --ready-fd 3 /m, "$1 start "));
     rmSync(join(svc, "notification-fd"));
-    const s = supervise(svc);
+    const s = await supervise(svc);
     expect(await waitFor(() => serves(p.port), 20_000)).toBe(true);
     const [, pid] = svstat(svc, "up,pid");
     track(Number(pid));
@@ -309,7 +311,7 @@ describe.skipIf(!S6)(`s6: examples/s6/hello under a real s6-supervise${whyS6}`, 
     const svc = recipe("s6/hello", p);
     writeFileSync(join(svc, "run"), readFileSync(join(svc, "run"), "utf8").replace(/^(exec \S+ run) --ready-fd 3 /m, "$1 "));
     rmSync(join(svc, "notification-fd"));
-    supervise(svc);
+    await supervise(svc);
     expect(await waitFor(() => serves(p.port), 20_000)).toBe(true);
     expect((await run(["s6-svwait", "-U", "-t", "3000", svc])).code).toBe(99);
   }, 30_000);
@@ -318,7 +320,7 @@ describe.skipIf(!S6)(`s6: examples/s6/hello under a real s6-supervise${whyS6}`, 
     const p = place();
     const svc = recipe("s6/hello", p);
     rmSync(join(svc, "notification-fd"));
-    const s = supervise(svc);
+    const s = await supervise(svc);
     expect(await waitFor(() => s.out().includes("not restarting"), 20_000)).toBe(true);
     expect(await waitFor(() => svstat(svc, "up")[0] === "false", 5000)).toBe(true);
     await Bun.sleep(2000);
