@@ -10,24 +10,12 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { COMMANDS, parseArgv } from "../src/argv.ts";
 import { DaemonError } from "../src/errors.ts";
-import { BUN, cleanupProcesses, ROOT, run, tempDir } from "./helpers.ts";
+import { BUN, cleanupProcesses, prng, ROOT, run, tempDir } from "./helpers.ts";
 
 cleanupProcesses();
 const APP = join(ROOT, "test/fixtures/config-app.ts");
 const dir = tempDir("bd-fuzz-");
 chmodSync(dir, 0o755);
-
-/** mulberry32: a small seeded PRNG, so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const TOKENS = [
   ...COMMANDS, "--pid-file", "--pid-file=/tmp/x.pid", "/tmp/x.pid", "--log-file", "--ready-timeout", "100", "-1", "1e3", "0x10", "--timeout", "2.5", "2.5555",

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { configProblems, formatProblem, libraryKeys, loadConfig, readConfigFile, type ConfigProblem, type StandardSchemaV1 } from "../src/config.ts";
 import { DaemonError } from "../src/errors.ts";
-import { cleanupProcesses, forOtherUsers, ROOT, run, tempDir } from "./helpers.ts";
+import { cleanupProcesses, forOtherUsers, prng, ROOT, run, tempDir } from "./helpers.ts";
 
 cleanupProcesses();
 
@@ -449,21 +449,9 @@ describe("defaults and which file", () => {
 
 // ---------------------------------------------------------------- fuzz
 
-/** mulberry32: small, seeded, good enough to pick test inputs. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe("fuzz", () => {
   test("10 000 generated config files: a result or a CONFIG error naming the file on every line, never anything else", async () => {
-    const random = rng(0x5eed);
+    const random = prng(0x5eed);
     const int = (k: number) => Math.floor(random() * k);
     const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
     const junkChars = ["=", '"', "'", "#", "\\", " ", "\t", "[", "]", "{", "}", ",", ":", "\u0000", "\u001b", "\r", "é", "\u2028", "\ud800", "😀", "\uFFFD"];

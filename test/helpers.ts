@@ -108,6 +108,18 @@ export function cleanupProcesses(): void {
   afterAll(stopTracked);
 }
 
+/** mulberry32: a small seeded PRNG for the fuzz tests, so a failure can be replayed from its seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /** A TCP port on 127.0.0.1 free a moment ago (bound and released). */
 export function freePort(): number {
   const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
