@@ -94,14 +94,13 @@ function extras(o: Resolved, config: DaemonConfig, cli: CliOptions): RunExtras {
   const port = cli.healthPort ?? config.health?.port;
   const supervision: NonNullable<RunExtras["supervision"]> = {
     shutdownDelay: askedDelay ?? (k8s ? 5000 : 0),
-    ...(askedDelay === undefined && k8s
-      ? { shutdownDelayNote: "KUBERNETES_SERVICE_HOST is set: a stop signal first makes the daemon not ready and keeps it serving for 5000 ms (the endpoint is being removed meanwhile); --shutdown-delay sets another" }
-      : {}),
     ...(port === undefined ? {} : { health: { port, ...(config.health?.host === undefined ? {} : { host: config.health.host }) } }),
   };
+  const k8sNote = "KUBERNETES_SERVICE_HOST is set: a stop signal first makes the daemon not ready and keeps it serving for 5000 ms (the endpoint is being removed meanwhile); --shutdown-delay sets another";
   return {
     privileges,
     supervision,
+    ...(askedDelay === undefined && k8s ? { notices: [{ level: "info" as const, text: k8sNote }] } : {}),
     logging: o.logging,
     ...(config.config === undefined ? {} : { config: { options: config.config, ...(cli.config === undefined ? {} : { explicit: cli.config }), levelFromCli: o.cliLogLevel } }),
   };
@@ -212,8 +211,8 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       const fd = p.cli.readyFd ?? config.readyFd;
       const readyFd = fd === undefined && p.cli.readyFdEnv === undefined ? undefined : (await import("./ready-fd.ts")).openReadyFd({ ...(fd === undefined ? {} : { fd }), ...(p.cli.readyFdEnv === undefined ? {} : { env: p.cli.readyFdEnv }) });
       const { lock, notice } = foregroundLock(config.name, o, (await import("./pidfile.ts")).acquirePidFile);
-      const notices = [...(held ? [{ level: "info" as const, text: held }] : []), ...(notice ? [{ level: "warn" as const, text: notice }] : [])];
       const x = extras(o, config, p.cli);
+      const notices = [...(held ? [{ level: "info" as const, text: held }] : []), ...(notice ? [{ level: "warn" as const, text: notice }] : []), ...(x.notices ?? [])];
       return d.run("foreground", p.app, lock, undefined, { ...x, notices, supervision: { ...x.supervision!, ...(readyFd ? { readyFd } : {}) } });
     };
     const launch = async (prepared = false): Promise<never> => {
@@ -224,11 +223,7 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       // never loads the lifecycle.
       const { supervisor, notDetaching } = await import("./supervisor.ts");
       const sup = supervisor();
-      if (sup.kind === "systemd") {
-        (await import("./notify.ts")).holdInForeground(p.command === "run" ? "run --daemon" : p.command, o.logFile);
-        return foreground();
-      }
-      if (sup.kind !== "none") return foreground(notDetaching(sup));
+      if (sup.kind !== "none") return foreground(notDetaching(sup, p.command === "run" ? "run --daemon" : p.command, o.logFile));
       if (config.readyFd !== undefined) throw new DaemonError("USAGE", "readyFd goes with run (what a supervisor starts): start's launcher waits for readiness itself", { exitCode: 2 });
       return (await import("./launch.ts")).launch(o);
     };

@@ -43,7 +43,7 @@ export interface RunExtras {
   /** DaemonConfig.config, the --config path, and whether --log-level pins the level (a reload's log_level then does not). */
   config?: { options: ConfigOptions<unknown>; explicit?: string; levelFromCli: boolean };
   /** Shutdown delay, health listener, readiness fd: what orchestrators and supervisors need. */
-  supervision?: { shutdownDelay: number; shutdownDelayNote?: string; health?: HealthOptions; readyFd?: ReadyFd };
+  supervision?: { shutdownDelay: number; health?: HealthOptions; readyFd?: ReadyFd };
   /** Lines the lifecycle logs once it has a logger (why it runs in the foreground, a PID file fallback). */
   notices?: Array<{ level: "info" | "warn"; text: string }>;
 }

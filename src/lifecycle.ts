@@ -7,7 +7,7 @@ import { DaemonError, errorText } from "./errors.ts";
 import { monotonicUsec, sendSignal } from "./ffi.ts";
 import type { Registration } from "./hooks.ts";
 import { keepOutputErrorsHarmless, type DaemonLogger, type Logger } from "./log.ts";
-import { errnoOf, heldInForeground, notifyAddress, send, statusText, takeSupervisorEnv, watchdogPeriodMs } from "./notify.ts";
+import { errnoOf, notifyAddress, send, statusText, takeSupervisorEnv, watchdogPeriodMs } from "./notify.ts";
 import { releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import { applyRlimits, drop, rootPaths, type PrivilegeOptions } from "./privileges.ts";
 import type { DaemonHandle } from "./stage.ts";
@@ -43,15 +43,13 @@ export interface LifecycleOptions {
   logger?: DaemonLogger;
   /** ms between the first stop signal and the shutdown hooks (not ready, still serving); 0: none. */
   shutdownDelay?: number;
-  /** Said once when the delay is a default (Kubernetes), not asked for. */
-  shutdownDelayNote?: string;
   /** The supervisor's readiness fd (--ready-fd). */
   readyFd?: ReadyFd;
   /** GET /livez, /readyz. */
   health?: HealthOptions;
   /** PID 1 duties: reap orphans, SIGTERM what is left at exit. */
   pid1?: { killGrace: number };
-  /** Lines to log once at start (why the process runs in the foreground, a PID file fallback). */
+  /** Lines to log once at start (why the process runs in the foreground, a PID file fallback, a default shutdown delay). */
   notices?: Array<{ level: "info" | "warn"; text: string }>;
   /** DaemonConfig.config and the --config path: loaded before the app, again on each reload. */
   config?: { options: ConfigOptions<unknown>; explicit?: string; levelFromCli: boolean };
@@ -204,11 +202,8 @@ export class Lifecycle {
   /** Runs until the process exits; never resolves. */
   async run(): Promise<never> {
     this.install();
-    const held = heldInForeground();
-    if (held) this.o.log.info(held);
-    if (this.o.logger?.note) this.o.log.debug(this.o.logger.note);
     for (const n of this.o.notices ?? []) this.o.log[n.level](n.text);
-    if (this.o.shutdownDelayNote) this.o.log.info(this.o.shutdownDelayNote);
+    if (this.o.logger?.note) this.o.log.debug(this.o.logger.note);
     // PID 1 of a namespace: orphans are reparented to us, and nobody else reaps them.
     if (this.o.pid1) (require("./reaper.ts") as typeof import("./reaper.ts")).startReaper({ log: this.o.log });
     if (this.o.health) {
@@ -527,12 +522,11 @@ export class Lifecycle {
    */
   private async endTheRest(graceMs: number): Promise<void> {
     if (process.pid !== 1) return;
-    const others = () => livingOthers();
-    if (others().length === 0) return;
+    if (livingOthers().length === 0) return;
     sendSignal(-1, 15);
     const end = performance.now() + graceMs;
-    while (others().length > 0 && performance.now() < end) await Bun.sleep(20);
-    const left = others();
+    while (livingOthers().length > 0 && performance.now() < end) await Bun.sleep(20);
+    const left = livingOthers();
     if (left.length > 0) this.o.log.warn(`PID 1: ${left.length} process${left.length === 1 ? "" : "es"} still running ${graceMs} ms after SIGTERM (${left.slice(0, 10).join(", ")}); exiting ends them`);
     else this.o.log.info("PID 1: every other process has exited");
   }

@@ -156,20 +156,6 @@ function wrapBunSpawn(): void {
   }
 }
 
-/** Set by the CLI when `start` / `--daemon` stays in the foreground because systemd watches this process. */
-let heldBy: { command: string; logFile: string | undefined } | undefined;
-
-/** Internal (cli.ts): `command` runs in the foreground because NOTIFY_SOCKET is set; the lifecycle says so once. */
-export function holdInForeground(command: string, logFile?: string): void {
-  heldBy = { command, logFile };
-}
-
-/** Internal (lifecycle.ts): the line that says so, if a command was held in the foreground. */
-export function heldInForeground(): string | undefined {
-  if (!heldBy) return undefined;
-  const log = heldBy.logFile === undefined ? "" : `; the log file ${heldBy.logFile} is not used, logs go to stderr (the journal)`;
-  return `NOTIFY_SOCKET is set: "${heldBy.command}" runs in the foreground, as the process systemd started and watches (Type=notify), not as a forked daemon${log}`;
-}
 
 /**
  * errno of a thrown value, where one is known: DaemonError's `errno`, or a

@@ -49,9 +49,16 @@ export function supervisor(): Supervisor {
   return decided;
 }
 
-/** The one line (logged with the daemon's name as its tag) that says why start stays in the foreground; undefined when nothing supervises us. */
-export function notDetaching(s: Supervisor): string | undefined {
+/**
+ * The one line (logged with the daemon's name as its tag) that says why
+ * `command` stays in the foreground; undefined when nothing supervises us.
+ */
+export function notDetaching(s: Supervisor, command: string, logFile?: string): string | undefined {
   switch (s.kind) {
+    case "systemd": {
+      const log = logFile === undefined ? "" : `; the log file ${logFile} is not used, logs go to stderr (the journal)`;
+      return `NOTIFY_SOCKET is set: "${command}" runs in the foreground, as the process systemd started and watches (Type=notify), not as a forked daemon${log}`;
+    }
     case "pid1":
       return "PID 1 (a container's init): not detaching (exiting would end every process of the namespace)";
     case "supervised":
