@@ -21,21 +21,19 @@ import type { DaemonConfig, PrivilegeConfig } from "./types.ts";
  * read without the app's schema: every command needs them (stop must find
  * the PID file the config names). Nothing is read without a config option.
  */
-function fileKeys(config: DaemonConfig, cli: CliOptions): { lib: LibraryConfig; path?: string } {
+function fileKeys(config: DaemonConfig, cli: CliOptions): LibraryConfig {
   if (config.config === undefined) {
     if (cli.config !== undefined) throw new DaemonError("USAGE", `--config: ${config.name} reads no config file (its defineDaemon() has no config option)`, { exitCode: 2 });
-    return { lib: {} };
+    return {};
   }
-  const path = cli.config ?? config.config.file;
-  if (path === undefined) return { lib: {} };
   // Loaded only by daemons with a config option.
-  const { readConfigFile, libraryKeys } = require("./config.ts") as typeof import("./config.ts");
-  const read = readConfigFile(path, { optional: cli.config === undefined && config.config.defaults !== undefined });
-  return read ? { lib: libraryKeys(read), path } : { lib: {}, path };
+  const { readConfig, libraryKeys } = require("./config.ts") as typeof import("./config.ts");
+  const read = readConfig(config.config, cli.config);
+  return read ? libraryKeys(read) : {};
 }
 
 function options(config: DaemonConfig, cli: CliOptions) {
-  const { lib, path: configPath } = fileKeys(config, cli);
+  const lib = fileKeys(config, cli);
   // Precedence: command line > config file > defineDaemon() > default.
   const pidFile = cli.pidFile ?? lib.pidFile ?? config.pidFile;
   const logFile = cli.logFile ?? lib.logFile ?? config.logFile;
@@ -59,7 +57,7 @@ function options(config: DaemonConfig, cli: CliOptions) {
     ...(config.syslog === undefined ? {} : { syslog: config.syslog }),
     ...((cli.logFormat ?? config.logFormat) === undefined ? {} : { format: (cli.logFormat ?? config.logFormat)! }),
   };
-  return { ...resolved, logging, configPath, cliLogLevel: cli.logLevel !== undefined, lib };
+  return { ...resolved, logging, cliLogLevel: cli.logLevel !== undefined, lib };
 }
 
 /** user/group (the CLI's --user/--group override, then the config file's), chroot, noNewPrivileges, rlimits. */

@@ -366,6 +366,17 @@ export function readConfigFile(path: string, opts: { optional?: boolean } = {}):
   return { file, values: parsed.values, lines: parsed.lines };
 }
 
+/**
+ * The file `opts` names, read (sync): `explicitPath` (--config) over
+ * `opts.file`. Undefined when neither names one, or when the default file
+ * is missing and `defaults` stand in for it; a missing --config file is
+ * always an error. Throws CONFIG as readConfigFile does.
+ */
+export function readConfig(opts: ConfigOptions<unknown>, explicitPath?: string): ConfigRead | undefined {
+  const path = explicitPath ?? opts.file;
+  return path === undefined ? undefined : readConfigFile(path, { optional: explicitPath === undefined && opts.defaults !== undefined });
+}
+
 // ---------------------------------------------------------------- library keys
 
 interface Origin {
@@ -485,10 +496,9 @@ export function loadConfig<T>(opts: Omit<ConfigOptions<T>, "schema"> & { schema:
 // A Standard Schema first: arktype's types are callable too, and their call signature must not decide T.
 export function loadConfig<T = Record<string, unknown>>(opts: ConfigOptions<T>, explicitPath?: string): Promise<LoadedConfig<T>>;
 export async function loadConfig<T>(opts: ConfigOptions<T>, explicitPath?: string): Promise<LoadedConfig<T>> {
-  const path = explicitPath ?? opts.file;
   const defaults = opts.defaults ?? {};
   if (!isRecord(defaults)) throw configError([{ file: DEFAULTS_LABEL, message: "defaults must be an object of key: value" }]);
-  const read = path === undefined ? undefined : readConfigFile(path, { optional: explicitPath === undefined && opts.defaults !== undefined });
+  const read = readConfig(opts, explicitPath);
   const fileValues = read?.values ?? {};
   const merged: Record<string, unknown> = { ...defaults, ...fileValues };
   const label = read?.file ?? DEFAULTS_LABEL;
