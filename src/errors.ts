@@ -28,6 +28,10 @@ export type DaemonErrorCode =
   | "LISTEN_FDS" // socket activation: LISTEN_FDS/LISTEN_FDNAMES malformed, or a passed fd not open
   | "CONFIG" // a config file could not be read, parsed or validated
   | "STATE" // the state file beside the PID file is unsafe or cannot be opened
+  | "LISTEN" // ctx.serve: a listening socket could not be created, bound or taken over
+  | "SERVE" // ctx.serve: Bun.serve's listener could not be swapped for the daemon's socket (a Bun that works differently)
+  | "UPGRADE" // upgrade: the new process failed, or another upgrade runs
+  | "WORKERS" // workers: a worker could not start, or crashed too often
   | "USAGE"; // bad command-line input
 
 export interface DaemonErrorOptions {

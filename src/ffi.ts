@@ -38,10 +38,21 @@ const symbols = {
   kill: { args: [T.i32, T.i32], returns: T.i32 },
   socket: { args: [T.i32, T.i32, T.i32], returns: T.i32 },
   sendto: { args: [T.i32, T.ptr, T.u64, T.i32, T.ptr, T.u32], returns: T.i64 },
+  // sd_pid_notify_with_fds: FDSTORE=1 passes the listeners to systemd's fd store.
+  sendmsg: { args: [T.i32, T.ptr, T.i32], returns: T.i64 },
   // The syslog transport (src/syslog.ts): one connect, then a send per line.
   // send's ssize_t is declared i32 as for write: no BigInt per line (a datagram stays under 8 KiB).
   connect: { args: [T.i32, T.ptr, T.u32], returns: T.i32 },
   send: { args: [T.i32, T.ptr, T.u64, T.i32], returns: T.i32 },
+  // Listening sockets the toolkit owns and hands over (src/listeners.ts, src/serve.ts).
+  bind: { args: [T.i32, T.ptr, T.u32], returns: T.i32 },
+  listen: { args: [T.i32, T.i32], returns: T.i32 },
+  setsockopt: { args: [T.i32, T.i32, T.i32, T.ptr, T.u32], returns: T.i32 },
+  getsockopt: { args: [T.i32, T.i32, T.i32, T.ptr, T.ptr], returns: T.i32 },
+  getsockname: { args: [T.i32, T.ptr, T.ptr], returns: T.i32 },
+  epoll_ctl: { args: [T.i32, T.i32, T.i32, T.ptr], returns: T.i32 },
+  inet_pton: { args: [T.i32, T.ptr, T.ptr], returns: T.i32 },
+  inet_ntop: { args: [T.i32, T.ptr, T.ptr, T.u32], returns: T.ptr },
   // Variadic in C; for pidfd_open/pidfd_send_signal, which glibc < 2.36 and musl do not wrap.
   syscall: { args: [T.i64, T.i64, T.i64, T.i64, T.i64], returns: T.i64 },
   clock_gettime: { args: [T.i32, T.ptr], returns: T.i32 },
@@ -430,7 +441,7 @@ export function cloexecFrom(from: number, listFds: () => number[]): void {
  * refusing it, an address that is neither a path nor `@`). sd_notify's
  * other address kinds (vsock:) are not supported.
  */
-export function notifySocket(address: string, message: string): boolean {
+export function notifySocket(address: string, message: string, fds: number[] = []): boolean {
   const AF_UNIX = 1;
   const SOCK_DGRAM = 2;
   const SOCK_CLOEXEC = 0o2000000;
@@ -451,12 +462,40 @@ export function notifySocket(address: string, message: string): boolean {
   const fd = l.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
   try {
+    if (fds.length > 0) return sendWithFds(fd, msg, addr, len, fds, MSG_NOSIGNAL);
     for (;;) {
       if (Number(l.sendto(fd, ptr(msg), msg.length, MSG_NOSIGNAL, ptr(addr), len)) >= 0) return true;
       if (errno() !== EINTR) return false;
     }
   } finally {
     l.close(fd);
+  }
+}
+
+/** sendmsg(2) of one datagram carrying `fds` as SCM_RIGHTS (64-bit layout of msghdr, iovec and cmsghdr). */
+function sendWithFds(sock: number, msg: Buffer, addr: Buffer, addrLen: number, fds: number[], flags: number): boolean {
+  const SOL_SOCKET = 1;
+  const SCM_RIGHTS = 1;
+  const data = fds.length * 4;
+  const control = Buffer.alloc(16 + Math.ceil(data / 8) * 8);
+  control.writeBigUInt64LE(BigInt(16 + data), 0);
+  control.writeInt32LE(SOL_SOCKET, 8);
+  control.writeInt32LE(SCM_RIGHTS, 12);
+  fds.forEach((f, i) => control.writeInt32LE(f, 16 + i * 4));
+  const iov = Buffer.alloc(16);
+  iov.writeBigUInt64LE(BigInt(ptr(msg)), 0);
+  iov.writeBigUInt64LE(BigInt(msg.length), 8);
+  const hdr = Buffer.alloc(56);
+  hdr.writeBigUInt64LE(BigInt(ptr(addr)), 0);
+  hdr.writeUInt32LE(addrLen, 8);
+  hdr.writeBigUInt64LE(BigInt(ptr(iov)), 16);
+  hdr.writeBigUInt64LE(1n, 24);
+  hdr.writeBigUInt64LE(BigInt(ptr(control)), 32);
+  hdr.writeBigUInt64LE(BigInt(control.length), 40);
+  const l = libc();
+  for (;;) {
+    if (Number(l.sendmsg(sock, ptr(hdr), flags)) >= 0) return true;
+    if (errno() !== EINTR) return false;
   }
 }
 
@@ -682,4 +721,115 @@ export function reapExited(pid: number): boolean {
     if (l.waitid(P_PID, pid, ptr(info), WEXITED | WNOHANG) === 0) return info[4] === pid;
     if (errno() !== EINTR) return false;
   }
+}
+
+// listening sockets
+
+/** A TCP listener's address: `host` as an IP literal (IPv6 without brackets), and its port. */
+export interface SocketAddress {
+  family: 4 | 6;
+  host: string;
+  port: number;
+}
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+const SOL_SOCKET = 1;
+const SO_REUSEADDR = 2;
+const SO_TYPE = 3;
+const SO_ACCEPTCONN = 30;
+const IPPROTO_TCP = 6;
+const IPPROTO_IPV6 = 41;
+const IPV6_V6ONLY = 26;
+const TCP_DEFER_ACCEPT = 9;
+const SOCK_STREAM = 1;
+
+/** The 16 (IPv4) or 28 (IPv6) bytes of a sockaddr for `a`; undefined when `a.host` is no IP literal of its family. */
+function sockaddr(a: SocketAddress): Buffer | undefined {
+  const v4 = a.family === 4;
+  const b = Buffer.alloc(v4 ? 16 : 28);
+  b.writeUInt16LE(v4 ? AF_INET : AF_INET6, 0);
+  b.writeUInt16BE(a.port, 2);
+  const host = cstr(a.host);
+  // inet_pton(3): 1 for a valid literal of the family, with the bytes in network order.
+  return libc().inet_pton(v4 ? AF_INET : AF_INET6, ptr(host), ptr(b, v4 ? 4 : 8)) === 1 ? b : undefined;
+}
+
+/**
+ * A listening TCP socket bound to `a`: close-on-exec, non-blocking (every
+ * process that accepts on it is an event loop), SO_REUSEADDR (a restart
+ * binds while the old connections sit in TIME_WAIT), an IPv6 one v6-only
+ * when bound to a specific address and dual-stack on `::`, as Bun.serve
+ * does. Throws a DaemonError "LISTEN" naming the address and the errno.
+ */
+export function listenTcp(a: SocketAddress, backlog: number): number {
+  const SOCK_NONBLOCK = 0o4000;
+  const SOCK_CLOEXEC = 0o2000000;
+  const where = a.family === 6 ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+  const addr = sockaddr(a);
+  if (!addr) throw new DaemonError("LISTEN", `listen on ${where}: not an IPv${a.family} address`);
+  const l = libc();
+  const fd = check(l.socket(a.family === 6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), "LISTEN", `listen on ${where}`, "socket");
+  try {
+    const one = new Int32Array([1]);
+    check(l.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, ptr(one), 4), "LISTEN", `listen on ${where}`, "setsockopt(SO_REUSEADDR)");
+    if (a.family === 6) {
+      const only = new Int32Array([a.host === "::" ? 0 : 1]);
+      check(l.setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, ptr(only), 4), "LISTEN", `listen on ${where}`, "setsockopt(IPV6_V6ONLY)");
+    }
+    check(l.bind(fd, ptr(addr), addr.length), "LISTEN", `listen on ${where}`, "bind");
+    check(l.listen(fd, backlog), "LISTEN", `listen on ${where}`, "listen");
+    return fd;
+  } catch (err) {
+    l.close(fd);
+    throw err;
+  }
+}
+
+/** The local address of TCP socket `fd`, or undefined when it is none (closed, not TCP/IP). */
+export function localAddress(fd: number): SocketAddress | undefined {
+  const buf = Buffer.alloc(128);
+  const len = new Uint32Array([buf.length]);
+  if (libc().getsockname(fd, ptr(buf), ptr(len)) !== 0) return undefined;
+  const family = buf.readUInt16LE(0);
+  const port = buf.readUInt16BE(2);
+  if (family !== AF_INET && family !== AF_INET6) return undefined;
+  const text = Buffer.alloc(64);
+  if (libc().inet_ntop(family, ptr(buf, family === AF_INET ? 4 : 8), ptr(text), text.length) === null) return undefined;
+  return { family: family === AF_INET ? 4 : 6, host: text.toString("latin1", 0, text.indexOf(0)), port };
+}
+
+function intOption(fd: number, level: number, name: number): number | undefined {
+  const v = new Int32Array(1);
+  const len = new Uint32Array([4]);
+  return libc().getsockopt(fd, level, name, ptr(v), ptr(len)) === 0 ? v[0] : undefined;
+}
+
+/** True when `fd` is a listening stream socket (SO_ACCEPTCONN). */
+export function isListeningStream(fd: number): boolean {
+  return intOption(fd, SOL_SOCKET, SO_TYPE) === SOCK_STREAM && intOption(fd, SOL_SOCKET, SO_ACCEPTCONN) === 1;
+}
+
+/**
+ * Turn TCP_DEFER_ACCEPT off. Bun.serve sets it on the sockets it binds; on
+ * one that several processes share it makes a connection that has not sent
+ * yet invisible to accept(), so a handover can close the last accepter
+ * with such connections queued, and they are reset. Best effort.
+ */
+export function clearDeferAccept(fd: number): void {
+  const zero = new Int32Array([0]);
+  libc().setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, ptr(zero), 4);
+}
+
+export const EPOLL_CTL_ADD = 1;
+export const EPOLL_CTL_DEL = 2;
+
+/** epoll_ctl(2) with an event of `events` and the 64-bit `data`; returns 0 or the errno. */
+export function epollCtl(epfd: number, op: number, fd: number, events: number, data: bigint): number {
+  // struct epoll_event is packed on x86-64 (12 bytes) and naturally aligned elsewhere (16).
+  const packed = process.arch === "x64";
+  const ev = Buffer.alloc(16);
+  ev.writeUInt32LE(events >>> 0, 0);
+  ev.writeBigUInt64LE(data, packed ? 4 : 8);
+  return libc().epoll_ctl(epfd, op, fd, ptr(ev)) === 0 ? 0 : errno();
 }

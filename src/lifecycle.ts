@@ -20,6 +20,7 @@ import { startWatchdog } from "./watchdog.ts";
 import { startHealth, type HealthOptions } from "./health.ts";
 import type { ReadyFd } from "./ready-fd.ts";
 import { livingOthers } from "./proc.ts";
+import { rememberStartEnv } from "./upgrade.ts";
 
 export interface LifecycleOptions {
   name: string;
@@ -53,6 +54,10 @@ export interface LifecycleOptions {
   notices?: Array<{ level: "info" | "warn"; text: string }>;
   /** DaemonConfig.config and the --config path: loaded before the app, again on each reload. */
   config?: { options: ConfigOptions<unknown>; explicit?: string; levelFromCli: boolean };
+  /** ms an upgrade's new process has to be ready (readyTimeout). Default 30 000. */
+  readyTimeout?: number;
+  /** Started by `upgrade` to take over from this pid: the PID file and the state file become ours at ready. */
+  successor?: { pid: number };
 }
 
 /** Whether `err` is a failed drop or a bad config, which keep their own code and line; never throws, whatever was thrown (instanceof on a Proxy can). */
@@ -94,9 +99,14 @@ function errArgs(err: unknown): unknown[] {
  * one datagram, the fields in order, `status` (if any) as `STATUS=` last.
  */
 function sdNotify(fields: string, status?: string): void {
+  // Once a new process took over, it is the main pid: a word from the old one (STOPPING=1) would stop the unit.
+  if (handedOver) return;
   const lines = status === undefined ? fields : `${fields === "" ? "" : `${fields}\n`}STATUS=${statusText(status)}`;
   send(lines);
 }
+
+/** Set when an upgrade's new process is ready: this process then speaks no more for the service. */
+let handedOver = false;
 
 export class Lifecycle {
   private state: State = "starting";
@@ -126,6 +136,11 @@ export class Lifecycle {
   /** From the first stop signal on: not ready, whatever else is still running. */
   private leaving = false;
   private health: { stop(): void } | undefined;
+  /** ctx.serve was called: shutdown drains its servers first. */
+  private served = false;
+  /** The upgrade running now, and its new process's pid once it exists. */
+  private upgradeRun: Promise<void> | undefined;
+  private upgradePid: number | undefined;
 
   constructor(private readonly o: LifecycleOptions) {}
 
@@ -160,6 +175,11 @@ export class Lifecycle {
         return send(`EXTEND_TIMEOUT_USEC=${Math.round(ms * 1000)}`);
       },
       dropPrivileges: () => this.dropPrivileges(),
+      serve: (options) => {
+        const s = (require("./serve.ts") as typeof import("./serve.ts")).serve(options);
+        this.served = true;
+        return s as never;
+      },
     };
   }
 
@@ -294,8 +314,19 @@ export class Lifecycle {
     this.state = "running";
     this.o.logger?.ready();
     this.stateFile?.set("running");
-    this.o.stage?.ready();
-    sdNotify(`READY=1\nMAINPID=${process.pid}`, "running");
+    if (this.o.successor) {
+      // Taking over: the state file, then the PID file, then systemd's main
+      // pid, and only then the old process hears it may go. A reader that
+      // finds our pid finds our state; systemd never sees the old pid exit as main.
+      this.stateFile?.promote(statePathFor(this.o.lock.path));
+      this.o.lock.passive = false;
+      writePid(this.o.lock, process.pid);
+      sdNotify(`MAINPID=${process.pid}\nREADY=1`, "running");
+      this.o.stage?.ready();
+    } else {
+      this.o.stage?.ready();
+      sdNotify(`READY=1\nMAINPID=${process.pid}`, "running");
+    }
     this.o.readyFd?.ready();
     this.o.log.info(`ready (pid ${process.pid}, ${this.o.mode})`);
     this.sayStopBudget();
@@ -485,6 +516,11 @@ export class Lifecycle {
         this.o.log.warn(`reload hook ${this.reloadHook ?? "(unknown)"} did not finish within ${this.o.shutdownTimeout} ms of ${reason}; shutting down without it`);
       }
     }
+    if (this.served) {
+      // Before the hooks (which may close what requests use): stop accepting, answer what is open with Connection: close.
+      sdNotify("", "stopping: draining connections");
+      await (require("./serve.ts") as typeof import("./serve.ts")).drainAll(this.o.shutdownTimeout);
+    }
     const hooks = this.list("shutdown").filter(eligible).reverse();
     const ctx: ShutdownContext<any> = { ...this.ctx(), reason };
     let failed = false;
@@ -564,6 +600,8 @@ export class Lifecycle {
   }
 
   private install(): void {
+    // The environment as it came, for an upgrade's new process: before anything is taken out.
+    rememberStartEnv();
     // First: a program spawned from here on (by init, or the app's import) must not speak for us.
     takeSupervisorEnv();
     // A daemon lives until told to stop, even with nothing left to wait for.
@@ -623,6 +661,8 @@ export class Lifecycle {
     // In every mode: logrotate's postrotate sends SIGUSR1 to whatever the PID
     // file names, and unhandled it would kill the process.
     process.on("SIGUSR1", () => this.reopenLog());
+    // nginx's signal for a binary upgrade.
+    process.on("SIGUSR2", () => this.upgrade());
     const fatal = (kind: string) => (err: unknown) => {
       this.o.log.error(`${kind}:`, ...errArgs(err));
       if (this.state === "starting" && !this.startFailure) {
@@ -639,13 +679,71 @@ export class Lifecycle {
     try {
       const user = this.o.privileges?.user;
       const trustedUid = user === undefined ? undefined : lookupUserSpec(user).entry?.uid;
-      if (this.o.lock.fd >= 0) this.stateFile = openStateFile(statePathFor(this.o.lock.path), { name: this.o.name, pid: process.pid, ...(trustedUid === undefined ? {} : { trustedUid }) });
+      // A new process writes its record aside, and renames it over the old one's at ready.
+      const path = statePathFor(this.o.lock.path) + (this.o.successor ? `.${process.pid}` : "");
+      if (this.o.lock.fd >= 0) this.stateFile = openStateFile(path, { name: this.o.name, pid: process.pid, ...(trustedUid === undefined ? {} : { trustedUid }) });
     } catch (err) {
       // Failed in run(), once the handlers below exist.
       this.stateError = err;
     }
     // Only now may the PID file name us: a SIGHUP before the handler existed would kill us.
     writePid(this.o.lock, process.pid);
+  }
+
+  /**
+   * SIGUSR2 / `upgrade`: start the program anew with our listeners and PID
+   * file; once it is ready, drain and exit. If it fails, keep serving as if
+   * nothing happened. One at a time.
+   */
+  upgrade(): void {
+    if (this.upgradeRun) {
+      this.o.log.warn(`upgrade already in progress (pid ${this.upgradePid ?? "starting"})`);
+      return;
+    }
+    if (this.state !== "running" || this.stopReason !== undefined || this.leaving) {
+      this.o.log.warn(`SIGUSR2: not upgrading while ${this.state === "starting" ? "starting" : "stopping"}`);
+      return;
+    }
+    const seq = this.stateFile?.upgradeStarted();
+    const refuse = (why: string) => {
+      this.o.log.error(`upgrade refused: ${why}`);
+      if (seq !== undefined) this.stateFile?.upgradeFinished(seq, false, why);
+    };
+    if (this.o.privileges?.chroot !== undefined) return refuse("the daemon runs in a chroot, where the program is out of reach; use restart");
+    if (process.pid === 1) return refuse("PID 1's exit ends the container; let the orchestrator roll out the new version");
+    this.o.log.info("upgrade: starting the program as it is on disk now");
+    sdNotify("", "upgrading: starting the new process");
+    this.upgradeRun = (async () => {
+      const { startSuccessor } = await import("./upgrade.ts");
+      const r = await startSuccessor({
+        lock: this.o.lock,
+        mode: this.o.mode === "daemon" ? "daemon" : "foreground",
+        readyTimeout: this.o.readyTimeout ?? 30_000,
+        started: (pid) => {
+          this.upgradePid = pid;
+          this.stateFile?.upgradePid(pid);
+        },
+      });
+      if (!r.ok) {
+        this.o.log.error(`upgrade failed, still serving: ${r.error}`);
+        if (seq !== undefined) this.stateFile?.upgradeFinished(seq, false, r.error);
+        sdNotify("", `running; upgrade failed: ${r.error}`);
+        return;
+      }
+      if (seq !== undefined) this.stateFile?.upgradeFinished(seq, true);
+      this.o.log.info(`upgrade: pid ${r.pid} is ready and serving; draining and exiting`);
+      // The PID file and the state file are the new process's now.
+      handedOver = true;
+      this.o.lock.passive = true;
+      this.stateFile?.abandon();
+      this.stateFile = undefined;
+      this.stop(`upgraded to pid ${r.pid}`);
+    })()
+      .catch((err) => this.o.log.error(`upgrade failed, still serving: ${errorText(err)}`))
+      .finally(() => {
+        this.upgradeRun = undefined;
+        this.upgradePid = undefined;
+      });
   }
 
   /** SIGUSR1: reopen the log file after logrotate moved it; say so only if there was one to reopen. */

@@ -10,12 +10,13 @@
 import { DaemonError, errnoNumber } from "./errors.ts";
 
 /** The variables a supervisor hands its main process only. */
-export const SUPERVISOR_ENV = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] as const;
+export const SUPERVISOR_ENV = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "FDSTORE"] as const;
 
 interface Taken {
   socket: string | undefined;
   watchdogUsec: string | undefined;
   watchdogPid: string | undefined;
+  fdStore: string | undefined;
 }
 
 /** Set once takeSupervisorEnv() has run; until then notify() reads the live environment. */
@@ -64,12 +65,12 @@ export function notify(fields: Record<string, string | number | bigint>): boolea
   return ffi().notifySocket(address, message);
 }
 
-/** Internal: send a preformatted message; never throws (a notify must not fail the daemon). */
-export function send(message: string): boolean {
+/** Internal: send a preformatted message (with `fds` as SCM_RIGHTS, for FDSTORE=1); never throws (a notify must not fail the daemon). */
+export function send(message: string, fds: number[] = []): boolean {
   const address = notifyAddress();
   if (address === undefined) return false;
   try {
-    return ffi().notifySocket(address, message);
+    return ffi().notifySocket(address, message, fds);
   } catch {
     return false;
   }
@@ -97,6 +98,18 @@ export function watchdogPeriodMs(): number | undefined {
 }
 
 /**
+ * Whether to pass listeners to systemd's fd store (FDSTORE=1): under a
+ * notify socket, when $FDSTORE (systemd 254 on: FileDescriptorStoreMax=)
+ * is above 0, or is not set at all: older systemd cannot say, and a unit
+ * without a store only logs that it refused them.
+ */
+export function fdStoreOffered(): boolean {
+  if (notifyAddress() === undefined) return false;
+  const n = taken ? taken.fdStore : process.env.FDSTORE;
+  return n === undefined || (/^\d+$/.test(n) && Number(n) > 0);
+}
+
+/**
  * Take NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID out of the environment
  * children inherit, keeping them for this process (idempotent).
  *
@@ -118,7 +131,7 @@ export function watchdogPeriodMs(): number | undefined {
 export function takeSupervisorEnv(): void {
   if (taken) return;
   const env = process.env;
-  taken = { socket: env.NOTIFY_SOCKET, watchdogUsec: env.WATCHDOG_USEC, watchdogPid: env.WATCHDOG_PID };
+  taken = { socket: env.NOTIFY_SOCKET, watchdogUsec: env.WATCHDOG_USEC, watchdogPid: env.WATCHDOG_PID, fdStore: env.FDSTORE };
   let removed = false;
   for (const key of SUPERVISOR_ENV) {
     if (key in env) {

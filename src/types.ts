@@ -88,6 +88,19 @@ export interface HookContext<A extends ArgsDef = {}, C = Record<string, unknown>
    * `chroot` or `noNewPrivileges`.
    */
   dropPrivileges(): void;
+  /**
+   * Bun.serve on a listening socket the daemon owns: the options and return
+   * value are Bun.serve's (TCP only), plus `name` (default `"http"`, the
+   * socket's LISTEN_FDNAMES / FDNAME= name), `drain` and `backlog`. The
+   * socket comes from socket activation or systemd's fd store when one is
+   * passed under that name (or is the only one on that port), survives an
+   * `upgrade` (SIGUSR2) and is shared by workers, so replacing the process
+   * refuses no connection. At shutdown the server drains first: it stops
+   * accepting, answers with `Connection: close` for `drain` ms, then closes.
+   * Throws DaemonError USAGE (bad options, `unix`), LISTEN (bind failed:
+   * the address and errno), SERVE (this Bun cannot be handed the socket).
+   */
+  serve<W = undefined, R extends string = string>(options: import("./serve.ts").ServeOptions<W, R>): import("bun").Server<W>;
 }
 
 /** Resource limits set with setrlimit(2), soft and hard alike; `Infinity` is unlimited. */
