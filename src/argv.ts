@@ -8,7 +8,7 @@
 import type { ArgDef, ArgsDef } from "citty";
 import { DaemonError } from "./errors.ts";
 
-export const COMMANDS = ["run", "start", "stop", "status", "reload", "restart", "check", "unit"] as const;
+export const COMMANDS = ["run", "start", "stop", "status", "reload", "upgrade", "restart", "check", "unit"] as const;
 export type Command = (typeof COMMANDS)[number];
 
 type Kind = "string" | "boolean" | "ms" | "seconds" | "count";
@@ -58,8 +58,8 @@ export const BUILTINS: Record<string, Builtin> = {
   "ready-fd": { kind: "string", for: ["run"], hint: "N", description: "write a newline to fd N once ready, then close it (s6 notification-fd, dinit pipefd, OpenRC notify=fd)" },
   "ready-fd-env": { kind: "string", for: ["run"], hint: "VAR", description: "as --ready-fd, the fd number in $VAR (dinit pipevar), which is then removed from the environment" },
   daemon: { kind: "boolean", for: ["run"], description: "detach, as the start command does" },
-  timeout: { kind: "seconds", for: [...STOPPING, "reload"], description: "stop: seconds to wait for the daemon to exit; reload: for the reload's outcome (default 30)" },
-  "no-wait": { kind: "boolean", for: ["reload"], description: "reload: send SIGHUP and exit, without waiting for the outcome" },
+  timeout: { kind: "seconds", for: [...STOPPING, "reload", "upgrade"], description: "stop: seconds to wait for the daemon to exit; reload: for the reload's outcome; upgrade: for the new process to be ready and the old one to exit (default 30; upgrade 60)" },
+  "no-wait": { kind: "boolean", for: ["reload", "upgrade"], description: "reload: send SIGHUP and exit, without waiting for the outcome; upgrade: exit once the new process is ready, without waiting for the old one to drain" },
   json: { kind: "boolean", for: ["status"], description: "status: one JSON object on stdout, for scripts" },
   ready: { kind: "boolean", for: ["status"], description: "status: exit 0 only while the daemon is running (not starting or stopping): a readiness probe" },
   kill: { kind: "boolean", for: STOPPING, description: "SIGKILL the daemon if it is still alive at the timeout" },

@@ -173,13 +173,33 @@ function report(name: string, err: unknown): number {
 /** The daemon stage: whatever the launcher's command was (start, restart, --daemon), this process is the daemon. */
 async function stage(config: DaemonConfig, d: DaemonInternals, p: ParsedArgv): Promise<void> {
   const o = options(config, p.cli);
-  const handle = (await import("./stage.ts")).enterStage(o, true);
+  // Started by `upgrade` (the old daemon's SIGUSR2), or by a launcher.
+  const { takeUpgradeEnv, successorHandle } = await import("./upgrade.ts");
+  const up = takeUpgradeEnv();
+  const handle = up
+    ? successorHandle({ name: config.name, pidFile: o.pidFile, ...(up.mode === "daemon" && o.logFile !== undefined ? { reopen: await logReopener(o) } : {}) })
+    : (await import("./stage.ts")).enterStage(o, true);
   try {
-    await d.run("daemon", p.app, handle.pidFile, handle, extras(o, config, p.cli));
+    const x = { ...extras(o, config, p.cli), readyTimeout: o.readyTimeout, ...(up ? { successor: { pid: up.pid } } : {}) };
+    await d.run(up?.mode === "foreground" ? "foreground" : "daemon", p.app, handle.pidFile, handle, x);
   } catch (err) {
     handle.fail(err);
     throw err;
   }
+}
+
+/** SIGUSR1 in an upgrade's new process: its output is the old one's log file; point it at a fresh one. */
+async function logReopener(o: Resolved): Promise<() => boolean> {
+  const [{ openLogFile }, { redirectAll }, { fdTarget }, { closeFd }, { accountOf }] = await Promise.all([
+    import("./pidfile.ts"), import("./stage.ts"), import("./proc.ts"), import("./ffi.ts"), import("./environment.ts"),
+  ]);
+  const uid = o.user === undefined ? undefined : accountOf(o.user).uid;
+  return () => {
+    const fresh = openLogFile(o.logFile!, uid);
+    redirectAll(fdTarget(1), fresh);
+    closeFd(fresh);
+    return true;
+  };
 }
 
 export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: string[]): Promise<void> {
@@ -240,6 +260,8 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
         return exit(await (await control()).status(config.name, o.pidFile, { json: p.cli.json, ready: p.cli.ready }));
       case "reload":
         return exit(await (await control()).reload(config.name, o.pidFile, { timeout: p.cli.timeout ?? 30, wait: p.cli.wait }));
+      case "upgrade":
+        return exit(await (await control()).upgrade(config.name, o.pidFile, { timeout: p.cli.timeout ?? 60, wait: p.cli.wait }));
       case "unit": {
         // Never loads the app: its hooks' count comes from what the entry registered.
         const { unitText } = await import("./unit.ts");

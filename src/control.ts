@@ -255,6 +255,22 @@ export async function status(name: string, pidFile: string, o: StatusOptions = {
   return report.exitCode;
 }
 
+/**
+ * The daemon a signal is for: waits for one still starting (until
+ * `deadline`), refuses what cannot be trusted, and pins the pid. Undefined
+ * (after saying "not running") when there is none.
+ */
+async function runningTarget(name: string, pidFile: string, deadline: number, timeout: number): Promise<Target | undefined> {
+  const st = await settle(pidFile, deadline);
+  refuse(st, { invalid: 1, unverified: ACTION_NO_PRIVILEGE });
+  if (st.state === "starting") {
+    throw new DaemonError("NOT_RUNNING", `still starting after ${timeout} s (${startingText(st)}); try again`, { path: pidFile });
+  }
+  const target = st.state === "running" ? pin(pidFile, st.pid) : undefined;
+  if (!target) out(notRunning(name, st, false));
+  return target;
+}
+
 export interface ReloadOptions {
   /**
    * Seconds, from the start of `reload`, to wait for a daemon still
@@ -284,16 +300,8 @@ export interface ReloadOptions {
 export async function reload(name: string, pidFile: string, o: ReloadOptions = {}): Promise<number> {
   const timeout = o.timeout ?? 30;
   const deadline = performance.now() + timeout * 1000;
-  const st = await settle(pidFile, deadline);
-  refuse(st, { invalid: 1, unverified: ACTION_NO_PRIVILEGE });
-  if (st.state === "starting") {
-    throw new DaemonError("NOT_RUNNING", `still starting after ${timeout} s (${startingText(st)}); try again`, { path: pidFile });
-  }
-  const target = st.state === "running" ? pin(pidFile, st.pid) : undefined;
-  if (!target) {
-    out(notRunning(name, st, false));
-    return ACTION_NOT_RUNNING;
-  }
+  const target = await runningTarget(name, pidFile, deadline, timeout);
+  if (!target) return ACTION_NOT_RUNNING;
   const statePath = statePathFor(pidFile);
   try {
     let before: StateRecord | undefined;
@@ -377,6 +385,93 @@ async function awaitOutcome(name: string, path: string, target: Target, seen: nu
       err(`${name}: pid ${pid} exited during the reload`);
       return 1;
     }
+  }
+}
+
+export interface UpgradeOptions {
+  /** Seconds to wait for the new process to be ready and (unless `wait` is false) the old one to exit. Default 60. */
+  timeout?: number;
+  /** Wait for the old process to exit (default true); false (`--no-wait`): exit once the new one is ready. */
+  wait?: boolean;
+}
+
+const SIGUSR2 = 12;
+
+/**
+ * `upgrade`: SIGUSR2 the daemon, which starts the program anew on its
+ * listeners, then follow it: 0 once the PID file names the new pid and the
+ * old one has exited (with `wait: false`, once the new one is ready); 1
+ * when the new one failed (its error is printed; the old one still
+ * serves), another upgrade is in progress, or it took longer than
+ * `timeout`; 7 not running.
+ */
+export async function upgrade(name: string, pidFile: string, o: UpgradeOptions = {}): Promise<number> {
+  const timeout = o.timeout ?? 60;
+  const deadline = performance.now() + timeout * 1000;
+  const target = await runningTarget(name, pidFile, deadline, timeout);
+  if (!target) return ACTION_NOT_RUNNING;
+  const statePath = statePathFor(pidFile);
+  try {
+    const r = readState(statePath, target.pid);
+    if (!r.ok) {
+      err(`${name}: ${r.reason}; SIGUSR2 not sent (without its state file the outcome cannot be told)`);
+      return 1;
+    }
+    const u = r.record.upgrade;
+    if (u?.state === "running") {
+      err(`${name}: upgrade already in progress (pid ${u.pid ?? target.pid})`);
+      return 1;
+    }
+    const seen = r.record.upgradesStarted ?? 0;
+    const e = target.signal(SIGUSR2);
+    if (e === ESRCH) {
+      out(`${name} is not running`);
+      return ACTION_NOT_RUNNING;
+    }
+    if (e !== 0) throw signalError(target.pid, e, "send SIGUSR2 to");
+    let pause = 1;
+    let newPid: number | undefined;
+    for (;;) {
+      if (newPid === undefined) {
+        const now = inspectPidFile(pidFile);
+        if (now.state === "running" && now.pid !== target.pid) {
+          newPid = now.pid;
+          if (o.wait === false) {
+            out(`upgraded ${name}: pid ${newPid} is serving; pid ${target.pid} is draining`);
+            return 0;
+          }
+        } else {
+          const s = readState(statePath, target.pid);
+          const up = s.ok ? s.record.upgrade : undefined;
+          if (up && up.seq > seen && up.state === "failed") {
+            err(`${name}: upgrade failed, pid ${target.pid} still serving: ${printable(up.error ?? "no reason given")}`);
+            return 1;
+          }
+          if (s.ok && s.record.state === "stopping" && !(up && up.seq > seen)) {
+            err(`${name}: pid ${target.pid} is stopping; no upgrade`);
+            return 1;
+          }
+        }
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        err(newPid === undefined ? `${name}: no new process ready within ${timeout} s (pid ${target.pid} still serving)` : `${name}: pid ${newPid} is serving, but the old pid ${target.pid} has not exited within ${timeout} s`);
+        return 1;
+      }
+      const gone = await target.waitGone(Math.min(pause, left));
+      pause = Math.min(pause * 2, 10);
+      if (gone) {
+        const now = inspectPidFile(pidFile);
+        if (now.state === "running" && now.pid !== target.pid) {
+          out(`upgraded ${name}: pid ${target.pid} -> ${now.pid}`);
+          return 0;
+        }
+        err(`${name}: pid ${target.pid} exited during the upgrade, and no new process took over`);
+        return 1;
+      }
+    }
+  } finally {
+    target.close();
   }
 }
 

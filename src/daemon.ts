@@ -46,6 +46,10 @@ export interface RunExtras {
   supervision?: { shutdownDelay: number; health?: HealthOptions; readyFd?: ReadyFd };
   /** Lines the lifecycle logs once it has a logger (why it runs in the foreground, a PID file fallback). */
   notices?: Array<{ level: "info" | "warn"; text: string }>;
+  /** ms an upgrade's new process has to be ready. */
+  readyTimeout?: number;
+  /** This process was started by `upgrade` to take over from that pid. */
+  successor?: { pid: number };
 }
 
 /** Internal: what the CLI needs to run a lifecycle. */
@@ -102,6 +106,8 @@ export function defineDaemon<const A extends ArgsDef = {}, C = Record<string, un
         ...(extras.privileges ? { privileges: extras.privileges } : {}),
         ...(extras.config ? { config: extras.config } : {}),
         ...(extras.notices ? { notices: extras.notices } : {}),
+        ...(extras.readyTimeout === undefined ? {} : { readyTimeout: extras.readyTimeout }),
+        ...(extras.successor ? { successor: extras.successor } : {}),
         ...(extras.supervision ?? {}),
         // PID 1 of a namespace (a container without an init in front): its duties, unless `init: false`.
         ...(process.pid === 1 && config.init !== false ? { pid1: { killGrace: config.killGrace ?? 2000 } } : {}),

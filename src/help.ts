@@ -11,6 +11,7 @@ const SUMMARY: Record<Command, string> = {
   stop: "SIGTERM the daemon and wait until it has exited",
   status: "state (starting, running, reloading, stopping), pid, uptime, config, last reload; exit 0 running or starting, 3 not running, 1 stale PID file, 4 cannot tell (not a PID file, unverifiable lock)",
   reload: "SIGHUP the running daemon and wait for the outcome: exit 0 reloaded, 1 failed (with the daemon's error), 7 not running",
+  upgrade: "SIGUSR2: start the program as it is on disk now on the same listeners (ctx.serve); the old one drains once the new one is ready. Exit 0 upgraded (the old pid has exited), 1 failed (the old one still serves) or already in progress, 7 not running",
   restart: "stop, then start",
   check: "read and validate the config file, as nginx -t: print config OK or every problem (file:line: key: message); exit 0 or 1",
   unit: "print a systemd unit for this daemon (Type=notify; --type forking); the app's options given here go into ExecStart",

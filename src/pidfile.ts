@@ -74,6 +74,12 @@ export function openLogFile(path: string, trustedUid?: number): number {
 export interface PidFileLock {
   path: string;
   fd: number;
+  /**
+   * Held (the lock is shared with another process through one open file)
+   * but naming another process: during an upgrade, the new daemon's until
+   * it is ready, and the old one's from then on. Never written or removed.
+   */
+  passive?: boolean;
 }
 
 /** A process /proc/locks names as holding a flock on the PID file. */
@@ -570,8 +576,8 @@ function replacePidFile(path: string, oldFd: number, state: Extract<PidFileState
  * file (POSIX lock semantics), so it never outlives the flock.
  */
 export function writePid(lock: PidFileLock, pid: number): void {
-  // No PID file (a foreground daemon whose default paths were all read-only).
-  if (lock.fd < 0) return;
+  // No PID file (a foreground daemon whose default paths were all read-only), or not ours to write.
+  if (lock.fd < 0 || lock.passive) return;
   if (pid === process.pid) {
     try {
       posixReadLock(lock.fd);
@@ -580,8 +586,13 @@ export function writePid(lock: PidFileLock, pid: number): void {
     }
   }
   try {
-    ftruncateSync(lock.fd, 0);
-    writeSync(lock.fd, `${pid}\n`, 0);
+    // Never empty in between (an upgrade replaces one pid by another): the
+    // new pid over the old, blank-padded to its length (a pid with trailing
+    // blanks still parses), then cut.
+    const text = `${pid}\n`;
+    const size = fstatSync(lock.fd).size;
+    writeSync(lock.fd, size > text.length ? `${pid}${" ".repeat(size - text.length)}\n` : text, 0);
+    ftruncateSync(lock.fd, text.length);
   } catch (err) {
     throw fromNodeError("PIDFILE_WRITE", "write PID file", err, lock.path);
   }
@@ -594,7 +605,7 @@ export function writePid(lock: PidFileLock, pid: number): void {
 export function releasePidFile(lock: PidFileLock): void {
   // Idempotent: a second close of the number could hit an fd opened since.
   if (lock.fd < 0) return;
-  if (samePath(lock.fd, lock.path)) {
+  if (!lock.passive && samePath(lock.fd, lock.path)) {
     try {
       unlinkSync(lock.path);
     } catch {

@@ -46,6 +46,19 @@ export interface FailureMessage {
   exitCode: number;
 }
 
+/**
+ * FRAME_FAILED for `error`: its DaemonError code (else INIT_FAILED), its
+ * one-line text and the exit status, whatever was thrown. Never throws.
+ */
+export function failureFrame(error: unknown, exitCode: number): Uint8Array {
+  const { errorText, exitStatus } = require("./errors.ts") as typeof import("./errors.ts");
+  let code: unknown;
+  try {
+    code = (error as { code?: unknown } | undefined)?.code;
+  } catch {}
+  return encodeJson(FRAME_FAILED, { code: typeof code === "string" ? code : "INIT_FAILED", message: errorText(error), exitCode: exitStatus(exitCode) });
+}
+
 export interface Frame {
   type: number;
   payload: Uint8Array;

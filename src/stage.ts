@@ -4,7 +4,7 @@
  * hands it the status pipe on fd 3 and the locked PID file on fd 4.
  */
 import { fstatSync, statSync } from "node:fs";
-import { DaemonError, errorText, exitStatus } from "./errors.ts";
+import { DaemonError, errorText } from "./errors.ts";
 import {
   clearNonblock, closeFd, O_NOCTTY, O_RDONLY, O_RDWR, openFile, readInto, redirectFd, setCloexec, setNonblock, setProcessName, writeAll,
 } from "./ffi.ts";
@@ -12,7 +12,7 @@ import { accountOf } from "./environment.ts";
 import { openLogFile, releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import { fdTarget, listFds } from "./proc.ts";
 import {
-  encodeBytes, encodeJson, FRAME_FAILED, FRAME_OUTPUT, FRAME_READY, FRAME_STOPPING, OUTPUT_CHUNK, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage,
+  encodeBytes, encodeJson, failureFrame, FRAME_OUTPUT, FRAME_READY, FRAME_STOPPING, OUTPUT_CHUNK, STAGE_PIDFILE_FD, STAGE_STATUS_FD,
 } from "./protocol.ts";
 
 export { isDaemonStage, STAGE_MARKER } from "./marker.ts";
@@ -81,7 +81,7 @@ function openLog(path: string, trustedUid: number | undefined): number {
  * `fd`, each keeping its close-on-exec flag (the log fd and Bun's private
  * dups of 1/2 are close-on-exec; 1 and 2 are not).
  */
-function redirectAll(target: string | undefined, fd: number, keep = -1): void {
+export function redirectAll(target: string | undefined, fd: number, keep = -1): void {
   if (target === undefined) return;
   for (const n of listFds()) {
     if (n !== fd && n !== keep && fdTarget(n) === target) redirectFd(fd, n, "redirect output");
@@ -174,16 +174,7 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
   const failWith = (error: unknown, exitCode = 1) => {
     if (settled) return;
     settled = true;
-    let code: unknown;
-    try {
-      code = (error as Partial<DaemonError> | undefined)?.code;
-    } catch {}
-    const msg: FailureMessage = {
-      code: typeof code === "string" ? code : "INIT_FAILED",
-      message: errorText(error),
-      exitCode: exitStatus(exitCode),
-    };
-    send(encodeJson(FRAME_FAILED, msg));
+    send(failureFrame(error, exitCode));
   };
   const pidFile: PidFileLock = { path: opts.pidFile, fd: STAGE_PIDFILE_FD };
   if (!deferPid) writePid(pidFile, process.pid);

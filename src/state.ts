@@ -5,7 +5,7 @@
  * privilege drop and the chroot. Readers trust only a file the daemon's user
  * or root owns and only they may write.
  */
-import { fchmodSync, fchownSync, fstatSync, ftruncateSync, lstatSync, readFileSync, readlinkSync, readSync, unlinkSync, writeSync, type Stats } from "node:fs";
+import { fchmodSync, fchownSync, fstatSync, ftruncateSync, lstatSync, readFileSync, readlinkSync, readSync, renameSync, unlinkSync, writeSync, type Stats } from "node:fs";
 import { DaemonError, errorText, fromNodeError } from "./errors.ts";
 import { closeFd, O_CREAT, O_NOCTTY, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_RDWR, openFile } from "./ffi.ts";
 import { kindOf, samePath, untrustedOwner } from "./pidfile.ts";
@@ -41,6 +41,21 @@ export interface StateRecord {
   reloadsStarted: number;
   /** The last 16 outcomes, oldest first. */
   reloads: ReloadOutcome[];
+  /** Upgrades begun so far (absent: none). */
+  upgradesStarted?: number;
+  /** The latest upgrade: running, or how it ended. */
+  upgrade?: UpgradeRecord;
+}
+
+/** An upgrade (SIGUSR2): `running` until the new process is ready (`ok`) or failed. */
+export interface UpgradeRecord {
+  seq: number;
+  state: "running" | "ok" | "failed";
+  /** The new process, once it exists. */
+  pid?: number;
+  startedAt: string;
+  finishedAt?: string;
+  error?: string;
 }
 
 /** Outcomes kept in the file: enough for every waiting caller of a burst, since requests during a reload coalesce. */
@@ -85,6 +100,16 @@ export interface StateWriter {
   handOver(uid: number, gid: number): void;
   /** After a chroot: the same file's path inside the root, where close() removes it. */
   moveTo(path: string): void;
+  /** An upgrade begins: returns its seq (refused by the caller while one runs). */
+  upgradeStarted(): number;
+  /** The upgrade's new process exists. */
+  upgradePid(pid: number): void;
+  /** The upgrade `seq` ended. */
+  upgradeFinished(seq: number, ok: boolean, error?: string): void;
+  /** Rename the file to `path` (a new daemon's record, written aside, replaces the old one's in one step). */
+  promote(path: string): void;
+  /** Close without removing: the file now belongs to a new daemon. */
+  abandon(): void;
   /** Remove the file if its path still names it (not replaced), close the fd. Idempotent. */
   close(): void;
 }
@@ -210,6 +235,43 @@ class Writer implements StateWriter {
 
   moveTo(path: string): void {
     this.where = path;
+  }
+
+  upgradeStarted(): number {
+    const seq = (this.record.upgradesStarted ?? 0) + 1;
+    this.record.upgradesStarted = seq;
+    this.record.upgrade = { seq, state: "running", startedAt: new Date().toISOString() };
+    this.write();
+    return seq;
+  }
+
+  upgradePid(pid: number): void {
+    if (this.record.upgrade) this.record.upgrade.pid = pid;
+    this.write();
+  }
+
+  upgradeFinished(seq: number, ok: boolean, error?: string): void {
+    const u = this.record.upgrade;
+    if (!u || u.seq !== seq) return;
+    u.state = ok ? "ok" : "failed";
+    u.finishedAt = new Date().toISOString();
+    if (error !== undefined) u.error = error.length > MAX_ERROR ? `${error.slice(0, MAX_ERROR)}…` : error;
+    this.write();
+  }
+
+  promote(path: string): void {
+    try {
+      renameSync(this.where, path);
+      this.where = path;
+    } catch {
+      // Readers then find the old daemon's record, naming another pid: they say so.
+    }
+  }
+
+  abandon(): void {
+    if (this.fd < 0) return;
+    closeFd(this.fd);
+    this.fd = -1;
   }
 
   close(): void {
@@ -344,12 +406,20 @@ function isOutcome(x: unknown): x is ReloadOutcome {
   return isInt(o.seq, 1) && isStr(o.startedAt) && isStr(o.finishedAt) && typeof o.ok === "boolean" && (o.error === undefined || isStr(o.error));
 }
 
+function isUpgrade(x: unknown): x is UpgradeRecord {
+  if (typeof x !== "object" || x === null) return false;
+  const u = x as Record<string, unknown>;
+  return isInt(u.seq, 1) && (u.state === "running" || u.state === "ok" || u.state === "failed") && (u.pid === undefined || isInt(u.pid, 1)) && isStr(u.startedAt) &&
+    (u.finishedAt === undefined || isStr(u.finishedAt)) && (u.error === undefined || isStr(u.error));
+}
+
 function isRecord(x: unknown): x is StateRecord {
   if (typeof x !== "object" || x === null) return false;
   const r = x as Record<string, unknown>;
   return (
     r.v === 1 && isStr(r.name) && isInt(r.pid, 1) && isStr(r.state) && STATES.includes(r.state) && isStr(r.since) && isStr(r.startedAt) &&
-    (r.configFile === undefined || isStr(r.configFile)) && isInt(r.reloadsStarted, 0) && Array.isArray(r.reloads) && r.reloads.every(isOutcome)
+    (r.configFile === undefined || isStr(r.configFile)) && isInt(r.reloadsStarted, 0) && Array.isArray(r.reloads) && r.reloads.every(isOutcome) &&
+    (r.upgradesStarted === undefined || isInt(r.upgradesStarted, 0)) && (r.upgrade === undefined || isUpgrade(r.upgrade))
   );
 }
 

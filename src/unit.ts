@@ -146,7 +146,14 @@ export function unitText(u: UnitInput): string {
           "Type=forking",
           `PIDFile=${pidPath}`,
         ]
-      : ["# The daemon runs in the foreground and sends READY=1 once its init hooks are done.", "Type=notify"]),
+      : [
+          "# The daemon runs in the foreground and sends READY=1 once its init hooks are done.",
+          "Type=notify",
+          "# upgrade (SIGUSR2) starts a new process that sends MAINPID= and READY=1 before the old one exits: it is not the main pid yet.",
+          "NotifyAccess=all",
+          "# ctx.serve's listeners wait in systemd's fd store across a restart: connections queue instead of being refused.",
+          "FileDescriptorStoreMax=16",
+        ]),
     ...(chroot === undefined || user === undefined
       ? []
       : [`# chroot ${chroot}: systemd starts the daemon as root; after its init hooks it enters the root and drops to ${user} itself (under User= it could not chroot).`]),

@@ -1,0 +1,180 @@
+/**
+ * Issue 13, upgrade: a daemon serving through ctx.serve is replaced by the
+ * program as it is on disk now while a load client (test/load.ts, in its
+ * own process) hammers it; no request may fail, the PID file always names
+ * a live daemon, and a new version that cannot start changes nothing.
+ */
+import { describe, expect, test } from "bun:test";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { alive, BUN, cleanupProcesses, freePort, ROOT, run, startedPid, tempDir, track, waitFor } from "./helpers.ts";
+import type { LoadResult } from "./load.ts";
+
+cleanupProcesses();
+const APP = join(ROOT, "test/fixtures/serve-app.ts");
+const LOAD = join(ROOT, "test/load.ts");
+const dir = tempDir("bd-upgrade-");
+let n = 0;
+
+interface Case {
+  port: number;
+  pidFile: string;
+  log: string;
+  cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  pid(): number | undefined;
+  set(file: string, text: string | undefined): void;
+}
+
+function setup(): Case {
+  n++;
+  const name = `up${process.pid}-${n}`;
+  const port = freePort();
+  const pidFile = join(dir, `${name}.pid`);
+  const log = join(dir, `${name}.log`);
+  const env = { BD_SERVE_DIR: join(dir, name), BD_PORT: String(port), BD_NAME: name };
+  require("node:fs").mkdirSync(env.BD_SERVE_DIR, { recursive: true });
+  const c: Case = {
+    port, pidFile, log,
+    async cli(args) {
+      const r = await run([BUN, APP, ...args], { env, timeoutMs: 90_000 });
+      track(startedPid(r.stdout));
+      track(c.pid());
+      return r;
+    },
+    pid() {
+      try {
+        const p = Number(readFileSync(pidFile, "utf8").trim());
+        return p > 0 ? track(p) : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    set(file, text) {
+      const path = join(env.BD_SERVE_DIR, file);
+      if (text === undefined) rmSync(path, { force: true });
+      else writeFileSync(path, text);
+    },
+  };
+  return c;
+}
+
+/** The load client in its own process, for `ms`; resolves with its result. */
+function load(port: number, ms: number): Promise<LoadResult> {
+  const p = Bun.spawn([BUN, LOAD, "--port", String(port), "--duration-ms", String(ms), "--keep-alive", "16", "--fresh", "8"], { stdout: "pipe", stderr: "inherit" });
+  track(p.pid);
+  return new Response(p.stdout).text().then((t) => JSON.parse(t) as LoadResult);
+}
+
+const get = async (port: number) => (await fetch(`http://127.0.0.1:${port}/`)).text();
+
+describe("upgrade", () => {
+  test("15 upgrades under load (keep-alive and fresh connections): no request fails, each version serves, the PID file names the newest, every old pid exits", async () => {
+    const c = setup();
+    const r = await c.cli(["--pid-file", c.pidFile, "start", "--log-file", c.log]);
+    expect(r.code).toBe(0);
+    const first = c.pid()!;
+    expect(await get(c.port)).toBe(`v1 pid ${first}\n`);
+    const result = load(c.port, 12_000);
+    await Bun.sleep(500);
+    const pids = [first];
+    for (let v = 2; v <= 16; v++) {
+      c.set("version", String(v));
+      const u = await c.cli(["upgrade", "--pid-file", c.pidFile]);
+      expect(u.stderr).toBe("");
+      expect(u.code).toBe(0);
+      const now = c.pid()!;
+      expect(u.stdout).toContain(`pid ${pids.at(-1)} -> ${now}`);
+      // upgrade exits 0 once the old process has exited.
+      expect(alive(pids.at(-1)!)).toBe(false);
+      expect(alive(now)).toBe(true);
+      pids.push(now);
+    }
+    const res = await result;
+    expect(res.failed).toBe(0);
+    expect(res.failures).toEqual({});
+    expect(res.ok).toBeGreaterThan(1000);
+    const versions = new Set(Object.keys(res.bodies).map((b) => b.split(" ")[0]));
+    expect(versions.size).toBeGreaterThanOrEqual(10);
+    expect(await get(c.port)).toBe(`v16 pid ${pids.at(-1)}\n`);
+    // The newest owns the state file too: status reads it.
+    const st = await c.cli(["status", "--json", "--pid-file", c.pidFile]);
+    expect(JSON.parse(st.stdout)).toMatchObject({ pid: pids.at(-1), state: "running" });
+    expect((await c.cli(["stop", "--pid-file", c.pidFile])).code).toBe(0);
+    expect(existsSync(c.pidFile)).toBe(false);
+  }, 120_000);
+
+  test("a new version whose init throws: upgrade exits 1 with its message, the old pid stays in the PID file and serves, no request fails", async () => {
+    const c = setup();
+    expect((await c.cli(["start", "--pid-file", c.pidFile, "--log-file", c.log])).code).toBe(0);
+    const old = c.pid()!;
+    const result = load(c.port, 3000);
+    await Bun.sleep(300);
+    c.set("version", "2");
+    c.set("fail", "the database is down");
+    const u = await c.cli(["upgrade", "--pid-file", c.pidFile]);
+    expect(u.code).toBe(1);
+    expect(u.stderr).toContain("version 2 refuses to start: the database is down");
+    expect(u.stderr).toContain(`pid ${old} still serving`);
+    expect(c.pid()).toBe(old);
+    const res = await result;
+    expect(res.failed).toBe(0);
+    expect(await get(c.port)).toBe(`v1 pid ${old}\n`);
+    // And once fixed, the next upgrade goes through.
+    c.set("fail", undefined);
+    expect((await c.cli(["upgrade", "--pid-file", c.pidFile])).code).toBe(0);
+    expect(await get(c.port)).toBe(`v2 pid ${c.pid()}\n`);
+  }, 60_000);
+
+  test("a new version not ready within readyTimeout is stopped; the old one serves on", async () => {
+    const c = setup();
+    expect((await c.cli(["start", "--pid-file", c.pidFile, "--ready-timeout", "1500"])).code).toBe(0);
+    const old = c.pid()!;
+    c.set("slow-init-ms", "60000");
+    const u = await c.cli(["upgrade", "--pid-file", c.pidFile]);
+    expect(u.code).toBe(1);
+    expect(u.stderr).toContain("not ready within 1500 ms");
+    expect(c.pid()).toBe(old);
+    expect(await get(c.port)).toBe(`v1 pid ${old}\n`);
+  }, 60_000);
+
+  test("two upgrades at once: one new process, never two; the other caller is refused or waits for the same one", async () => {
+    const c = setup();
+    expect((await c.cli(["start", "--pid-file", c.pidFile, "--log-file", c.log])).code).toBe(0);
+    const old = c.pid()!;
+    c.set("slow-init-ms", "800");
+    const a = c.cli(["upgrade", "--pid-file", c.pidFile]);
+    await Bun.sleep(200);
+    const b = await c.cli(["upgrade", "--pid-file", c.pidFile]);
+    const ra = await a;
+    expect(ra.code).toBe(0);
+    expect(b.code).toBe(1);
+    expect(b.stderr).toContain("upgrade already in progress (pid ");
+    const now = c.pid()!;
+    expect(now).not.toBe(old);
+    const started = readFileSync(c.log, "utf8").split("\n").filter((l) => l.includes("upgrade: starting the program"));
+    expect(started.length).toBe(1);
+  }, 60_000);
+
+  test("SIGUSR2 to a foreground daemon (run): the new process takes the PID file and the port; the old one exits 0", async () => {
+    const c = setup();
+    const env = { BD_SERVE_DIR: join(dir, `up${process.pid}-${n}`), BD_PORT: String(c.port), BD_NAME: `up${process.pid}-${n}` };
+    const p = Bun.spawn([BUN, APP, "run", "--pid-file", c.pidFile], { env: { ...process.env, ...env }, stdout: "ignore", stderr: "ignore" });
+    track(p.pid);
+    // In the foreground the PID file is written before init: wait for the server.
+    expect(await waitFor(() => get(c.port).then((t) => t === `v1 pid ${p.pid}\n`, () => false), 15_000)).toBe(true);
+    expect(c.pid()).toBe(p.pid);
+    c.set("version", "2");
+    process.kill(p.pid, "SIGUSR2");
+    expect(await p.exited).toBe(0);
+    const now = c.pid()!;
+    expect(now).not.toBe(p.pid);
+    expect(await get(c.port)).toBe(`v2 pid ${now}\n`);
+    // (Its stderr is not read to the end here: the new process holds the same pipe.)
+  }, 60_000);
+
+  test("upgrade of a daemon that is not running exits 7", async () => {
+    const c = setup();
+    const u = await c.cli(["upgrade", "--pid-file", c.pidFile]);
+    expect(u.code).toBe(7);
+  });
+});
