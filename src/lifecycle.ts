@@ -662,7 +662,17 @@ export class Lifecycle {
     // file names, and unhandled it would kill the process.
     process.on("SIGUSR1", () => this.reopenLog());
     // nginx's signal for a binary upgrade.
-    process.on("SIGUSR2", () => this.upgrade());
+    // Unless the app listens for it itself: then it is the app's signal, as before upgrades existed.
+    const onUpgradeSignal = () => {
+      if (process.listenerCount("SIGUSR2") > 1) {
+        this.o.log.warn("SIGUSR2: the app listens for it itself (process.on(\"SIGUSR2\")), so it starts no upgrade; use restart");
+        const seq = this.stateFile?.upgradeStarted();
+        if (seq !== undefined) this.stateFile?.upgradeFinished(seq, false, "the app handles SIGUSR2 itself, so upgrade is off; use restart");
+        return;
+      }
+      this.upgrade();
+    };
+    process.on("SIGUSR2", onUpgradeSignal);
     const fatal = (kind: string) => (err: unknown) => {
       this.o.log.error(`${kind}:`, ...errArgs(err));
       if (this.state === "starting" && !this.startFailure) {
@@ -719,6 +729,8 @@ export class Lifecycle {
         lock: this.o.lock,
         mode: this.o.mode === "daemon" ? "daemon" : "foreground",
         readyTimeout: this.o.readyTimeout ?? 30_000,
+        // A stop before the new process is ready takes it along: nothing may outlive the daemon unasked.
+        signal: this.controller.signal,
         started: (pid) => {
           this.upgradePid = pid;
           this.stateFile?.upgradePid(pid);

@@ -42,6 +42,8 @@ export interface SuccessorOptions {
   readyTimeout: number;
   /** Called with the new pid as soon as it exists. */
   started?(pid: number): void;
+  /** Aborted when this daemon stops meanwhile: the new process, not ready yet, is stopped with it. */
+  signal?: AbortSignal;
 }
 
 export type SuccessorOutcome = { ok: true; pid: number } | { ok: false; pid?: number; error: string };
@@ -69,7 +71,19 @@ export async function startSuccessor(o: SuccessorOptions): Promise<SuccessorOutc
     closeFd(statusW);
     statusW = -1;
     o.started?.(proc.pid);
-    return await waitReady(proc, statusR, o.readyTimeout);
+    const p = proc;
+    const abandon = () => stopQuietly(p);
+    o.signal?.addEventListener("abort", abandon, { once: true });
+    try {
+      const r = await waitReady(proc, statusR, o.readyTimeout);
+      if (r.ok && o.signal?.aborted) {
+        stopQuietly(proc);
+        return { ok: false, pid: proc.pid, error: "this daemon began stopping meanwhile; stopped the new process" };
+      }
+      return r;
+    } finally {
+      o.signal?.removeEventListener("abort", abandon);
+    }
   } catch (err) {
     if (proc) stopQuietly(proc);
     return { ok: false, ...(proc ? { pid: proc.pid } : {}), error: `cannot start the new process: ${errorText(err)}` };

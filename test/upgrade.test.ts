@@ -178,3 +178,39 @@ describe("upgrade", () => {
     expect(u.code).toBe(7);
   });
 });
+
+describe("upgrade and the rest of the lifecycle", () => {
+  test("a stop while the new process is still starting stops it too: nothing is left running", async () => {
+    const c = setup();
+    expect((await c.cli(["start", "--pid-file", c.pidFile, "--log-file", c.log])).code).toBe(0);
+    const old = c.pid()!;
+    c.set("slow-init-ms", "20000");
+    process.kill(old, "SIGUSR2");
+    // The new process exists once the old one's log says so.
+    const child = () => {
+      try {
+        return Number(readFileSync(`/proc/${old}/task/${old}/children`, "utf8").trim().split(/\s+/)[0]) || undefined;
+      } catch {
+        return undefined;
+      }
+    };
+    expect(await waitFor(() => child() !== undefined, 10_000)).toBe(true);
+    const fresh = track(child())!;
+    expect((await c.cli(["stop", "--pid-file", c.pidFile])).code).toBe(0);
+    expect(await waitFor(() => !alive(fresh), 10_000)).toBe(true);
+  }, 60_000);
+
+  test("an app that listens for SIGUSR2 itself keeps it: no upgrade starts", async () => {
+    const c = setup();
+    c.set("own-usr2", "1");
+    expect((await c.cli(["start", "--pid-file", c.pidFile, "--log-file", c.log])).code).toBe(0);
+    const old = c.pid()!;
+    process.kill(old, "SIGUSR2");
+    expect(await waitFor(() => readFileSync(c.log, "utf8").includes("app got SIGUSR2"), 10_000)).toBe(true);
+    await Bun.sleep(300);
+    expect(c.pid()).toBe(old);
+    expect(readFileSync(c.log, "utf8")).toContain("SIGUSR2: the app listens for it itself");
+    const u = await c.cli(["upgrade", "--pid-file", c.pidFile, "--timeout", "2"]);
+    expect(u.code).toBe(1);
+  }, 60_000);
+});
