@@ -30,8 +30,6 @@ export type DaemonErrorCode =
   | "STATE" // the state file beside the PID file is unsafe or cannot be opened
   | "LISTEN" // ctx.serve: a listening socket could not be created, bound or taken over
   | "SERVE" // ctx.serve: Bun.serve's listener could not be swapped for the daemon's socket (a Bun that works differently)
-  | "UPGRADE" // upgrade: the new process failed, or another upgrade runs
-  | "WORKERS" // workers: a worker could not start, or crashed too often
   | "USAGE"; // bad command-line input
 
 export interface DaemonErrorOptions {

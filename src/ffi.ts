@@ -738,10 +738,8 @@ const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_TYPE = 3;
 const SO_ACCEPTCONN = 30;
-const IPPROTO_TCP = 6;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
-const TCP_DEFER_ACCEPT = 9;
 const SOCK_STREAM = 1;
 
 /** The 16 (IPv4) or 28 (IPv6) bytes of a sockaddr for `a`; undefined when `a.host` is no IP literal of its family. */
@@ -808,17 +806,6 @@ function intOption(fd: number, level: number, name: number): number | undefined 
 /** True when `fd` is a listening stream socket (SO_ACCEPTCONN). */
 export function isListeningStream(fd: number): boolean {
   return intOption(fd, SOL_SOCKET, SO_TYPE) === SOCK_STREAM && intOption(fd, SOL_SOCKET, SO_ACCEPTCONN) === 1;
-}
-
-/**
- * Turn TCP_DEFER_ACCEPT off. Bun.serve sets it on the sockets it binds; on
- * one that several processes share it makes a connection that has not sent
- * yet invisible to accept(), so a handover can close the last accepter
- * with such connections queued, and they are reset. Best effort.
- */
-export function clearDeferAccept(fd: number): void {
-  const zero = new Int32Array([0]);
-  libc().setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, ptr(zero), 4);
 }
 
 export const EPOLL_CTL_ADD = 1;

@@ -132,6 +132,8 @@ function serveOn(listener: Listener, options: Record<string, unknown>): { server
   let err = f.epollCtl(e.epfd, f.EPOLL_CTL_DEL, x, 0, 0n);
   if (err !== 0) fail(`epoll_ctl(DEL) of Bun's listening fd failed: ${errnoName(err)}`);
   // Bun's throw-away socket closes here; the fd number now names ours (close-on-exec kept).
+  // Its TCP_DEFER_ACCEPT goes with it: on a socket several processes share, a
+  // connection that has not sent yet would be invisible to accept() and reset at a handover.
   f.redirectFd(listener.fd, x, "ctx.serve: take over Bun.serve's listening fd");
   err = f.epollCtl(e.epfd, f.EPOLL_CTL_ADD, x, e.events, e.data);
   if (err !== 0) fail(`epoll_ctl(ADD) of the daemon's socket failed: ${errnoName(err)}`);
@@ -221,11 +223,6 @@ function storeInSupervisor(l: Listener): void {
   if (l.source !== "bound") return;
   const { send, fdStoreOffered } = require("./notify.ts") as typeof import("./notify.ts");
   if (fdStoreOffered()) send(`FDSTORE=1\nFDNAME=${l.name}`, [l.fd]);
-}
-
-/** True when this process serves anything through ctx.serve. */
-export function serving(): boolean {
-  return servers.length > 0;
 }
 
 /**

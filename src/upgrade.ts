@@ -163,7 +163,7 @@ export function takeUpgradeEnv(): { pid: number; mode: "daemon" | "foreground" }
  * until ready(). Output is not moved: it already goes where the old
  * daemon's went (its log file, /dev/null, the journal).
  */
-export function successorHandle(opts: { name: string; pidFile: string; logFile?: string; reopen?: () => boolean }): DaemonHandle {
+export function successorHandle(opts: { name: string; pidFile: string; reopen?: () => boolean }): DaemonHandle {
   try {
     if (!fstatSync(STAGE_STATUS_FD).isFIFO()) throw new Error("fd 3 is not a pipe");
     const a = fstatSync(STAGE_PIDFILE_FD);
