@@ -54,6 +54,7 @@ export const BUILTINS: Record<string, Builtin> = {
   "log-format": { kind: "string", for: WITH_APP, hint: "text|json", description: "one line per event: text, or a JSON object (time, level, name, pid, msg, err) (default text)" },
   "shutdown-delay": { kind: "ms", for: WITH_APP, description: "ms between a stop signal and the shutdown hooks: not ready, still serving (default 0; 5000 under Kubernetes)" },
   "health-port": { kind: "string", for: WITH_APP, hint: "port", description: "serve GET /livez and GET /readyz on this port, for HTTP probes" },
+  workers: { kind: "string", for: WITH_APP, hint: "N|auto", description: "run N worker processes on the ctx.serve listeners under a primary that loads no app; auto: one per CPU (default: none, one process)" },
   // run only: start's launcher waits for readiness itself.
   "ready-fd": { kind: "string", for: ["run"], hint: "N", description: "write a newline to fd N once ready, then close it (s6 notification-fd, dinit pipefd, OpenRC notify=fd)" },
   "ready-fd-env": { kind: "string", for: ["run"], hint: "VAR", description: "as --ready-fd, the fd number in $VAR (dinit pipevar), which is then removed from the environment" },
@@ -94,6 +95,8 @@ export interface CliOptions {
   logFormat?: "text" | "json";
   shutdownDelay?: number;
   healthPort?: number;
+  /** --workers: a count, or "auto". */
+  workers?: number | "auto";
   readyFd?: number;
   readyFdEnv?: string;
   /** reload: wait for the outcome (false with --no-wait). */
@@ -188,6 +191,17 @@ function number(raw: string, flag: string, kind: "ms" | "seconds" | "count"): nu
     const what = kind === "ms" ? "a whole number of milliseconds" : kind === "count" ? "a whole number" : "a number of seconds (digits, up to 3 decimals)";
     throw usage(`${flag} takes ${what} from 0 to ${max}, not ${JSON.stringify(raw)}`);
   }
+  return n;
+}
+
+/** Most workers one primary starts. */
+export const MAX_WORKERS = 1024;
+
+/** --workers / DaemonConfig.workers: a whole number from 1 to MAX_WORKERS, or "auto" (one per CPU); throws USAGE naming `what`. */
+export function workerCount(raw: unknown, what: string): number | "auto" {
+  if (raw === "auto") return "auto";
+  const n = typeof raw === "number" ? raw : typeof raw === "string" && /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS) throw usage(`${what} takes a number of workers from 1 to ${MAX_WORKERS}, or auto (one per CPU), not ${JSON.stringify(raw)}`);
   return n;
 }
 
@@ -322,6 +336,7 @@ export function parseArgv(argv: readonly string[], appArgs: ArgsDef = {}): Parse
           cli.healthPort = port;
           break;
         }
+        case "workers": cli.workers = workerCount(v, "--workers"); break;
         case "ready-fd":
           if (!/^\d{1,9}$/.test(v)) throw usage(`--ready-fd takes an fd number, not ${JSON.stringify(v)}`);
           cli.readyFd = Number(v);

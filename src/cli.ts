@@ -170,9 +170,31 @@ function report(name: string, err: unknown): number {
   return code;
 }
 
+/** --workers, else DaemonConfig.workers, resolved ("auto": the CPU count); undefined without workers. */
+async function workerCount(config: DaemonConfig, cli: CliOptions): Promise<{ workers: number } | {}> {
+  const n = cli.workers ?? config.workers;
+  if (n === undefined) return {};
+  return { workers: (await import("./workers.ts")).resolveWorkers(n) };
+}
+
+/** A worker of a primary: the app's hooks, its drop and config, but none of the supervision (the primary's). */
+async function workerStage(config: DaemonConfig, d: DaemonInternals, p: ParsedArgv, o: Resolved, who: import("./worker.ts").WorkerIdentity): Promise<void> {
+  const { workerHandle } = await import("./worker.ts");
+  const handle = workerHandle(who, { name: config.name, ...(who.mode === "daemon" && o.logFile !== undefined ? { reopen: await logReopener(o) } : {}) });
+  try {
+    const { supervision: _s, notices: _n, ...x } = extras(o, config, p.cli);
+    await d.run(who.mode, p.app, handle.pidFile, handle, { ...x, supervision: { shutdownDelay: 0 }, worker: { id: who.id, count: who.count } });
+  } catch (err) {
+    handle.fail(err);
+    throw err;
+  }
+}
+
 /** The daemon stage: whatever the launcher's command was (start, restart, --daemon), this process is the daemon. */
 async function stage(config: DaemonConfig, d: DaemonInternals, p: ParsedArgv): Promise<void> {
   const o = options(config, p.cli);
+  const who = (await import("./worker.ts")).takeWorkerEnv();
+  if (who) return workerStage(config, d, p, o, who);
   // Started by `upgrade` (the old daemon's SIGUSR2), or by a launcher.
   const { takeUpgradeEnv, successorHandle } = await import("./upgrade.ts");
   const up = takeUpgradeEnv();
@@ -180,7 +202,7 @@ async function stage(config: DaemonConfig, d: DaemonInternals, p: ParsedArgv): P
     ? successorHandle({ name: config.name, pidFile: o.pidFile, ...(up.mode === "daemon" && o.logFile !== undefined ? { reopen: await logReopener(o) } : {}) })
     : (await import("./stage.ts")).enterStage(o, true);
   try {
-    const x = { ...extras(o, config, p.cli), readyTimeout: o.readyTimeout, ...(up ? { successor: { pid: up.pid } } : {}) };
+    const x = { ...extras(o, config, p.cli), readyTimeout: o.readyTimeout, ...(up ? { successor: { pid: up.pid } } : {}), ...(await workerCount(config, p.cli)) };
     await d.run(up?.mode === "foreground" ? "foreground" : "daemon", p.app, handle.pidFile, handle, x);
   } catch (err) {
     handle.fail(err);
@@ -231,7 +253,7 @@ export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: str
       const { lock, notice } = foregroundLock(config.name, o, (await import("./pidfile.ts")).acquirePidFile);
       const x = extras(o, config, p.cli);
       const notices = [...(held ? [{ level: "info" as const, text: held }] : []), ...(notice ? [{ level: "warn" as const, text: notice }] : []), ...(x.notices ?? [])];
-      return d.run("foreground", p.app, lock, undefined, { ...x, notices, supervision: { ...x.supervision!, ...(readyFd ? { readyFd } : {}) } });
+      return d.run("foreground", p.app, lock, undefined, { ...x, notices, readyTimeout: o.readyTimeout, supervision: { ...x.supervision!, ...(readyFd ? { readyFd } : {}) }, ...(await workerCount(config, p.cli)) });
     };
     const launch = async (prepared = false): Promise<never> => {
       if (!prepared) await prepare(o);

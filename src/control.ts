@@ -158,8 +158,20 @@ export interface StatusReport {
   startedAt: string | null;
   configFile: string | null;
   lastReload: ReloadOutcome | null;
+  /** A primary's workers (DaemonConfig.workers), by id; null without workers. */
+  workers: WorkerStatus[] | null;
   /** The exit status `status` returns with it. */
   exitCode: number;
+}
+
+/** One worker in `status --json`. */
+export interface WorkerStatus {
+  id: number;
+  pid: number;
+  state: "starting" | "running" | "stopping";
+  uptimeSeconds: number | null;
+  /** Replacements of this id after an exit nobody asked for. */
+  restarts: number;
 }
 
 export interface StatusOptions {
@@ -197,7 +209,17 @@ function runningLine(name: string, pid: number, record: StateRecord | undefined,
   const parts = [[`pid ${pid}`, ...(up === undefined ? [] : [`up ${formatUptime(up)}`])].join(", ")];
   if (record?.configFile !== undefined) parts.push(`config ${printable(record.configFile)}`);
   if (last) parts.push(lastReloadText(last));
-  return `${name} is ${state} (${parts.join("; ")})`;
+  const lines = [`${name} is ${state} (${parts.join("; ")})`];
+  if (record?.workers) {
+    report.workers = record.workers.map((w) => {
+      const wup = uptimeSeconds(w.pid);
+      return { id: w.id, pid: w.pid, state: w.state, uptimeSeconds: wup === undefined ? null : Math.floor(wup), restarts: w.restarts };
+    });
+    for (const w of report.workers) {
+      lines.push(`  worker ${w.id}: pid ${w.pid}, ${w.state}${w.uptimeSeconds === null ? "" : `, up ${formatUptime(w.uptimeSeconds)}`}, ${w.restarts} restart${w.restarts === 1 ? "" : "s"}`);
+    }
+  }
+  return lines.join("\n");
 }
 
 /**
@@ -217,7 +239,7 @@ function runningLine(name: string, pid: number, record: StateRecord | undefined,
  */
 export async function status(name: string, pidFile: string, o: StatusOptions = {}): Promise<number> {
   const st = inspectPidFile(pidFile);
-  const report: StatusReport = { name, state: "unknown", pid: null, pidFile, uptimeSeconds: null, startedAt: null, configFile: null, lastReload: null, exitCode: STATUS_UNKNOWN };
+  const report: StatusReport = { name, state: "unknown", pid: null, pidFile, uptimeSeconds: null, startedAt: null, configFile: null, lastReload: null, workers: null, exitCode: STATUS_UNKNOWN };
   let line = "";
   switch (st.state) {
     case "invalid":

@@ -2,7 +2,7 @@
 import type { ArgsDef } from "citty";
 import { DaemonError } from "./errors.ts";
 import { adopt, enlist, type HookOwner, type Registration } from "./hooks.ts";
-import { checkAppArgs } from "./argv.ts";
+import { checkAppArgs, workerCount } from "./argv.ts";
 import { checkName } from "./paths.ts";
 import type { PidFileLock } from "./pidfile.ts";
 import type { DaemonHandle } from "./stage.ts";
@@ -50,6 +50,10 @@ export interface RunExtras {
   readyTimeout?: number;
   /** This process was started by `upgrade` to take over from that pid. */
   successor?: { pid: number };
+  /** This process is the primary of that many workers: it loads none of the app. */
+  workers?: number;
+  /** This process is a worker. */
+  worker?: { id: number; count: number };
 }
 
 /** Internal: what the CLI needs to run a lifecycle. */
@@ -69,6 +73,7 @@ let mainOf: string | undefined;
 export function defineDaemon<const A extends ArgsDef = {}, C = Record<string, unknown>>(config: DaemonConfig<A, C>): Daemon<A, C> {
   checkName(config.name);
   checkAppArgs(config.args);
+  if (config.workers !== undefined) workerCount(config.workers, "defineDaemon: workers");
   const hooks: Registration[] = [];
   let phase: "starting" | "other" = "other";
   let lifecycle: import("./lifecycle.ts").Lifecycle | undefined;
@@ -104,14 +109,17 @@ export function defineDaemon<const A extends ArgsDef = {}, C = Record<string, un
         lock,
         ...(stage ? { stage } : {}),
         ...(extras.privileges ? { privileges: extras.privileges } : {}),
-        ...(extras.config ? { config: extras.config } : {}),
+        ...(extras.config && extras.workers === undefined ? { config: extras.config } : {}),
         ...(extras.notices ? { notices: extras.notices } : {}),
         ...(extras.readyTimeout === undefined ? {} : { readyTimeout: extras.readyTimeout }),
         ...(extras.successor ? { successor: extras.successor } : {}),
+        ...(extras.workers === undefined ? {} : { workers: extras.workers }),
+        ...(extras.worker ? { worker: extras.worker } : {}),
         ...(extras.supervision ?? {}),
         // PID 1 of a namespace (a container without an init in front): its duties, unless `init: false`.
         ...(process.pid === 1 && config.init !== false ? { pid1: { killGrace: config.killGrace ?? 2000 } } : {}),
-        ...(config.app ? { load: config.app } : {}),
+        // A primary loads none of the app (nor its config): its workers do.
+        ...(config.app && extras.workers === undefined ? { load: config.app } : {}),
         ...(config.watchdog ? { watchdog: config.watchdog as (ctx: HookContext<any>) => unknown } : {}),
         setPhase: (p) => {
           phase = p;

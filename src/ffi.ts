@@ -40,6 +40,9 @@ const symbols = {
   sendto: { args: [T.i32, T.ptr, T.u64, T.i32, T.ptr, T.u32], returns: T.i64 },
   // sd_pid_notify_with_fds: FDSTORE=1 passes the listeners to systemd's fd store.
   sendmsg: { args: [T.i32, T.ptr, T.i32], returns: T.i64 },
+  // A worker's channel to its primary (src/workers.ts): listeners come back as SCM_RIGHTS.
+  socketpair: { args: [T.i32, T.i32, T.i32, T.ptr], returns: T.i32 },
+  recvmsg: { args: [T.i32, T.ptr, T.i32], returns: T.i64 },
   // The syslog transport (src/syslog.ts): one connect, then a send per line.
   // send's ssize_t is declared i32 as for write: no BigInt per line (a datagram stays under 8 KiB).
   connect: { args: [T.i32, T.ptr, T.u32], returns: T.i32 },
@@ -472,8 +475,80 @@ export function notifySocket(address: string, message: string, fds: number[] = [
   }
 }
 
-/** sendmsg(2) of one datagram carrying `fds` as SCM_RIGHTS (64-bit layout of msghdr, iovec and cmsghdr). */
-function sendWithFds(sock: number, msg: Buffer, addr: Buffer, addrLen: number, fds: number[], flags: number): boolean {
+/**
+ * struct msghdr (64-bit layout) for sendmsg/recvmsg: one iovec over `data`,
+ * `control` as the ancillary buffer, `addr` (null: a connected socket).
+ * The iovec is returned too: it must live as long as the header is used.
+ */
+function msghdr(data: Buffer, control: Buffer, addr: Buffer | null, addrLen: number): { hdr: Buffer; iov: Buffer } {
+  const iov = Buffer.alloc(16);
+  iov.writeBigUInt64LE(BigInt(ptr(data)), 0);
+  iov.writeBigUInt64LE(BigInt(data.length), 8);
+  const hdr = Buffer.alloc(56);
+  if (addr) {
+    hdr.writeBigUInt64LE(BigInt(ptr(addr)), 0);
+    hdr.writeUInt32LE(addrLen, 8);
+  }
+  hdr.writeBigUInt64LE(BigInt(ptr(iov)), 16);
+  hdr.writeBigUInt64LE(1n, 24);
+  hdr.writeBigUInt64LE(BigInt(ptr(control)), 32);
+  hdr.writeBigUInt64LE(BigInt(control.length), 40);
+  return { hdr, iov };
+}
+
+/** A connected pair of AF_UNIX stream sockets, both close-on-exec. Throws `code` with the errno. */
+export function socketPair(code: DaemonErrorCode, step: string): [number, number] {
+  const AF_UNIX = 1;
+  const SOCK_STREAM = 1;
+  const SOCK_CLOEXEC = 0o2000000;
+  const sv = new Int32Array(2);
+  check(libc().socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ptr(sv)), code, step, "socketpair");
+  return [sv[0]!, sv[1]!];
+}
+
+/** sendmsg(2) on a connected socket: `msg` with `fds` as SCM_RIGHTS. False on an error other than EINTR (the errno is then in errno()). */
+export function sendFds(sock: number, msg: Uint8Array, fds: number[]): boolean {
+  const MSG_NOSIGNAL = 0x4000;
+  return sendWithFds(sock, Buffer.from(msg), null, 0, fds, MSG_NOSIGNAL);
+}
+
+/**
+ * One recvmsg(2) on a blocking socket: up to `max` bytes and the fds that
+ * came with them (close-on-exec). `{ errno }` on failure; zero bytes and no
+ * fds is the peer's end.
+ */
+export function recvFds(sock: number, max: number): { bytes: Uint8Array; fds: number[] } | { errno: number } {
+  const MSG_CMSG_CLOEXEC = 0x40000000;
+  const buf = Buffer.alloc(max);
+  const control = Buffer.alloc(16 + 8 * 4);
+  const { hdr } = msghdr(buf, control, null, 0);
+  const l = libc();
+  for (;;) {
+    const n = Number(l.recvmsg(sock, ptr(hdr), MSG_CMSG_CLOEXEC));
+    if (n < 0) {
+      const e = errno();
+      if (e === EINTR) continue;
+      return { errno: e };
+    }
+    const fds: number[] = [];
+    const controlLen = Number(hdr.readBigUInt64LE(40));
+    // One cmsghdr (SOL_SOCKET, SCM_RIGHTS): its length, then the ints.
+    if (controlLen >= 16 && control.readInt32LE(8) === 1 && control.readInt32LE(12) === 1) {
+      const len = Number(control.readBigUInt64LE(0));
+      for (let off = 16; off + 4 <= len; off += 4) fds.push(control.readInt32LE(off));
+    }
+    return { bytes: new Uint8Array(buf.subarray(0, n)), fds };
+  }
+}
+
+/** prctl(PR_SET_PDEATHSIG): this process gets `sig` when the thread that started it ends (a worker outliving its primary would hold the port for ever). */
+export function setParentDeathSignal(sig: number): void {
+  const PR_SET_PDEATHSIG = 1;
+  libc().prctl(PR_SET_PDEATHSIG, sig as unknown as Pointer, 0, 0, 0);
+}
+
+/** sendmsg(2) of one datagram carrying `fds` as SCM_RIGHTS (64-bit layout of msghdr, iovec and cmsghdr); `addr` null on a connected socket. */
+function sendWithFds(sock: number, msg: Buffer, addr: Buffer | null, addrLen: number, fds: number[], flags: number): boolean {
   const SOL_SOCKET = 1;
   const SCM_RIGHTS = 1;
   const data = fds.length * 4;
@@ -482,16 +557,7 @@ function sendWithFds(sock: number, msg: Buffer, addr: Buffer, addrLen: number, f
   control.writeInt32LE(SOL_SOCKET, 8);
   control.writeInt32LE(SCM_RIGHTS, 12);
   fds.forEach((f, i) => control.writeInt32LE(f, 16 + i * 4));
-  const iov = Buffer.alloc(16);
-  iov.writeBigUInt64LE(BigInt(ptr(msg)), 0);
-  iov.writeBigUInt64LE(BigInt(msg.length), 8);
-  const hdr = Buffer.alloc(56);
-  hdr.writeBigUInt64LE(BigInt(ptr(addr)), 0);
-  hdr.writeUInt32LE(addrLen, 8);
-  hdr.writeBigUInt64LE(BigInt(ptr(iov)), 16);
-  hdr.writeBigUInt64LE(1n, 24);
-  hdr.writeBigUInt64LE(BigInt(ptr(control)), 32);
-  hdr.writeBigUInt64LE(BigInt(control.length), 40);
+  const { hdr } = msghdr(msg, control, addr, addrLen);
   const l = libc();
   for (;;) {
     if (Number(l.sendmsg(sock, ptr(hdr), flags)) >= 0) return true;

@@ -58,6 +58,10 @@ export interface LifecycleOptions {
   readyTimeout?: number;
   /** Started by `upgrade` to take over from this pid: the PID file and the state file become ours at ready. */
   successor?: { pid: number };
+  /** DaemonConfig.workers, resolved: this process is the primary of that many workers, and runs none of the app. */
+  workers?: number;
+  /** This process is a worker of a primary (src/worker.ts). */
+  worker?: { id: number; count: number };
 }
 
 /** Whether `err` is a failed drop or a bad config, which keep their own code and line; never throws, whatever was thrown (instanceof on a Proxy can). */
@@ -141,6 +145,8 @@ export class Lifecycle {
   /** The upgrade running now, and its new process's pid once it exists. */
   private upgradeRun: Promise<void> | undefined;
   private upgradePid: number | undefined;
+  /** The primary's workers. */
+  private pool: import("./workers.ts").WorkerPool | undefined;
 
   constructor(private readonly o: LifecycleOptions) {}
 
@@ -180,6 +186,7 @@ export class Lifecycle {
         this.served = true;
         return s as never;
       },
+      ...(this.o.worker ? { worker: { id: this.o.worker.id, count: this.o.worker.count } } : {}),
     };
   }
 
@@ -204,6 +211,8 @@ export class Lifecycle {
   }
 
   private list(event: HookName): Registration[] {
+    // A primary runs none of the app's hooks: its workers do.
+    if (this.o.workers !== undefined) return [];
     return this.o.hooks.filter((r) => r.event === event);
   }
 
@@ -246,7 +255,8 @@ export class Lifecycle {
       this.failStart("setting rlimits failed", err);
       await this.shutdown(() => false);
     }
-    if (this.o.config) {
+    if (this.o.workers !== undefined && this.stopReason === undefined) await this.startWorkers(this.o.workers);
+    if (this.o.config && this.o.workers === undefined) {
       // Before the app: a bad file fails the start with every problem, before anything opened.
       sdNotify("", "starting: reading the config");
       try {
@@ -259,8 +269,8 @@ export class Lifecycle {
         await this.shutdown(() => false);
       }
     }
-    if (this.o.load) sdNotify("", "starting: loading the app");
-    if (this.o.load && !(await this.loadApp())) {
+    if (this.o.load && this.stopReason === undefined) sdNotify("", "starting: loading the app");
+    if (this.o.load && this.stopReason === undefined && !(await this.loadApp())) {
       // Nothing had started: no shutdown hook belongs to what ran.
       await this.shutdown(() => false);
     }
@@ -295,7 +305,7 @@ export class Lifecycle {
     }
     this.o.setPhase("other");
     const p = this.o.privileges;
-    if (this.stopReason === undefined && !this.dropped && p && (p.user !== undefined || p.chroot !== undefined || p.noNewPrivileges)) {
+    if (this.stopReason === undefined && this.o.workers === undefined && !this.dropped && p && (p.user !== undefined || p.chroot !== undefined || p.noNewPrivileges)) {
       // After init (it ran as the launching user: ports < 1024, root-only
       // keys), before ready: a daemon never serves with the privileges.
       sdNotify("", "starting: dropping privileges");
@@ -324,11 +334,11 @@ export class Lifecycle {
       sdNotify(`MAINPID=${process.pid}\nREADY=1`, "running");
       this.o.stage?.ready();
     } else {
-      this.o.stage?.ready();
+      this.o.stage?.ready(this.stopBudget().total);
       sdNotify(`READY=1\nMAINPID=${process.pid}`, "running");
     }
     this.o.readyFd?.ready();
-    this.o.log.info(`ready (pid ${process.pid}, ${this.o.mode})`);
+    this.o.log.info(`ready (pid ${process.pid}, ${this.o.mode}${this.o.worker ? `, worker ${this.o.worker.id} of ${this.o.worker.count}` : ""}${this.pool ? `, primary of ${this.o.workers} workers` : ""})`);
     this.sayStopBudget();
     // Guarding process.stdout/stderr creates them, which costs about 8 ms:
     // done once ready, off the path to readiness.
@@ -438,6 +448,13 @@ export class Lifecycle {
    * stays. Returns undefined on success, else the error text for the caller.
    */
   private async reloadOnce(): Promise<string | undefined> {
+    if (this.pool) {
+      // Rolling: each worker is replaced by a fresh exec, which reads the config (and the code) anew.
+      sdNotify("", "reloading: replacing the workers one at a time");
+      const failure = await this.pool.reload();
+      if (failure === undefined) this.o.log.info("reloaded: every worker replaced");
+      return failure;
+    }
     const previous = this.config;
     let next = previous;
     let nextFile = this.configFile;
@@ -516,6 +533,10 @@ export class Lifecycle {
         this.o.log.warn(`reload hook ${this.reloadHook ?? "(unknown)"} did not finish within ${this.o.shutdownTimeout} ms of ${reason}; shutting down without it`);
       }
     }
+    if (this.pool) {
+      sdNotify("", "stopping: draining the workers");
+      await this.pool.stop();
+    }
     if (this.served) {
       // Before the hooks (which may close what requests use): stop accepting, answer what is open with Connection: close.
       sdNotify("", "stopping: draining connections");
@@ -569,12 +590,53 @@ export class Lifecycle {
 
   /** At ready, once: the longest a stop can take, the figure for terminationGracePeriodSeconds, docker stop -t or S6_KILL_GRACETIME. */
   private sayStopBudget(): void {
+    const { total, parts } = this.stopBudget();
+    this.o.log.info(`a stop takes at most ${total} ms (${parts.join(" + ")}): give the supervisor at least that (terminationGracePeriodSeconds, docker stop -t, S6_KILL_GRACETIME)`);
+  }
+
+  /** The longest a stop can take from the signal on, and what it is made of. */
+  private stopBudget(): { total: number; parts: string[] } {
     const delay = this.o.shutdownDelay ?? 0;
     const hooks = this.list("shutdown").length;
     const grace = this.o.pid1 && process.pid === 1 ? this.o.pid1.killGrace : 0;
-    const total = delay + hooks * this.o.shutdownTimeout + grace;
-    const parts = [...(delay ? [`shutdown delay ${delay} ms`] : []), `${hooks} shutdown hook${hooks === 1 ? "" : "s"} x ${this.o.shutdownTimeout} ms`, ...(grace ? [`PID 1's kill grace ${grace} ms`] : [])];
-    this.o.log.info(`a stop takes at most ${total} ms (${parts.join(" + ")}): give the supervisor at least that (terminationGracePeriodSeconds, docker stop -t, S6_KILL_GRACETIME)`);
+    // drainAll is bounded by the shutdown timeout.
+    const drain = this.served ? this.o.shutdownTimeout : 0;
+    const workers = this.pool?.stopBudget() ?? 0;
+    const total = delay + workers + drain + hooks * this.o.shutdownTimeout + grace;
+    const parts = [
+      ...(delay ? [`shutdown delay ${delay} ms`] : []),
+      ...(this.pool ? [`the workers' stop ${workers} ms`] : []),
+      ...(drain ? [`draining ${drain} ms`] : []),
+      ...(this.pool ? [] : [`${hooks} shutdown hook${hooks === 1 ? "" : "s"} x ${this.o.shutdownTimeout} ms`]),
+      ...(grace ? [`PID 1's kill grace ${grace} ms`] : []),
+    ];
+    return { total, parts };
+  }
+
+  /** The primary's start: every worker ready, or the start fails with the first one's error. A stop meanwhile cuts it short. */
+  private async startWorkers(count: number): Promise<void> {
+    const { WorkerPool } = await import("./workers.ts");
+    const pool = new WorkerPool({
+      count,
+      mode: this.o.mode === "daemon" ? "daemon" : "foreground",
+      log: this.o.log,
+      readyTimeout: this.o.readyTimeout ?? 30_000,
+      // Until a worker says its own (at ready): a drain and three hooks.
+      defaultStopMs: this.o.shutdownTimeout * 4,
+      changed: () => this.stateFile?.setWorkers(pool.records()),
+      giveUp: (why) => {
+        this.o.log.error(`${why}: giving up, stopping`);
+        this.stop(why, 1);
+      },
+    });
+    this.pool = pool;
+    sdNotify("", `starting: ${count} worker${count === 1 ? "" : "s"}`);
+    const stopped = new Promise<void>((r) => this.controller.signal.addEventListener("abort", () => r(), { once: true }));
+    try {
+      await Promise.race([pool.start(), stopped]);
+    } catch (err) {
+      this.failStart("starting the workers failed", err);
+    }
   }
 
   /** The state file first: while the PID file still names us, a reader finds either both or the PID file alone. */
@@ -609,7 +671,8 @@ export class Lifecycle {
     const period = watchdogPeriodMs();
     // WATCHDOG_USEC without a socket to ping: nothing to send.
     if (period !== undefined && notifyAddress() !== undefined) {
-      const check = this.o.watchdog;
+      // The check is the app's: a primary has not loaded it.
+      const check = this.o.workers === undefined ? this.o.watchdog : undefined;
       startWatchdog({
         periodMs: period,
         log: this.o.log,
@@ -654,10 +717,17 @@ export class Lifecycle {
       this.stop(sig);
     };
     process.on("SIGTERM", onStopSignal("SIGTERM", 15));
-    process.on("SIGINT", onStopSignal("SIGINT", 2));
-    // nginx-style images stop with STOPSIGNAL SIGQUIT; unhandled it would dump core.
-    process.on("SIGQUIT", onStopSignal("SIGQUIT", 3));
-    process.on("SIGHUP", () => this.reload());
+    if (this.o.worker) {
+      // Signals go to the primary, which stops (SIGTERM), reloads and
+      // upgrades the workers itself. Ctrl-C or Ctrl-\ in a terminal reach the
+      // whole process group: a worker leaves them to its primary.
+      for (const sig of ["SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR2"] as const) process.on(sig, () => {});
+    } else {
+      process.on("SIGINT", onStopSignal("SIGINT", 2));
+      // nginx-style images stop with STOPSIGNAL SIGQUIT; unhandled it would dump core.
+      process.on("SIGQUIT", onStopSignal("SIGQUIT", 3));
+      process.on("SIGHUP", () => this.reload());
+    }
     // In every mode: logrotate's postrotate sends SIGUSR1 to whatever the PID
     // file names, and unhandled it would kill the process.
     process.on("SIGUSR1", () => this.reopenLog());
@@ -672,7 +742,7 @@ export class Lifecycle {
       }
       this.upgrade();
     };
-    process.on("SIGUSR2", onUpgradeSignal);
+    if (!this.o.worker) process.on("SIGUSR2", onUpgradeSignal);
     const fatal = (kind: string) => (err: unknown) => {
       this.o.log.error(`${kind}:`, ...errArgs(err));
       if (this.state === "starting" && !this.startFailure) {
@@ -760,6 +830,8 @@ export class Lifecycle {
 
   /** SIGUSR1: reopen the log file after logrotate moved it; say so only if there was one to reopen. */
   private reopenLog(): void {
+    // Each worker writes to the file through its own fds: it reopens it too.
+    this.pool?.signal("SIGUSR1");
     try {
       // Only when a log file was reopened (none given, or SIGUSR1 before ready: false).
       if (this.o.stage?.reopenLog()) this.o.log.info("log file reopened");

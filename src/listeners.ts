@@ -15,7 +15,7 @@ export interface Listener {
   /** This process's descriptor: close-on-exec, non-blocking. Never closed while the process lives. */
   readonly fd: number;
   readonly address: SocketAddress;
-  readonly source: "handed over" | "socket activation" | "bound";
+  readonly source: "handed over" | "socket activation" | "bound" | "primary";
 }
 
 /** The variable naming the sockets a previous process hands over, as LISTEN_FDNAMES does: `http:admin` for fds 5, 6. */
@@ -27,6 +27,13 @@ const ffi = (): typeof Ffi => require("./ffi.ts") as typeof Ffi;
 
 let owned: Map<string, Listener> | undefined;
 let handed: Map<string, number> | undefined;
+/** In a worker: where every listener comes from (its primary). */
+let upstream: ((req: ListenRequest) => number) | undefined;
+
+/** A worker's listeners all come from `ask` (src/worker.ts): the primary owns, binds and hands them over. */
+export function listenThrough(ask: (req: ListenRequest) => number): void {
+  upstream = ask;
+}
 
 const where = (a: SocketAddress) => (a.family === 6 ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 
@@ -76,8 +83,8 @@ export function takeListener(req: ListenRequest): Listener {
   const have = owned.get(req.name);
   if (have) return have;
   const f = ffi();
-  let fd = handedOver().get(req.name);
-  let source: Listener["source"] = "handed over";
+  let fd = upstream ? upstream(req) : handedOver().get(req.name);
+  let source: Listener["source"] = upstream ? "primary" : "handed over";
   if (fd === undefined) {
     fd = fromActivation(req);
     source = "socket activation";
@@ -92,7 +99,14 @@ export function takeListener(req: ListenRequest): Listener {
   if (!address) throw new DaemonError("LISTEN", `listener "${req.name}": fd ${fd} is not a TCP socket`);
   const l: Listener = { name: req.name, fd, address, source };
   owned.set(req.name, l);
+  if (source === "bound") storeInSupervisor(l);
   return l;
+}
+
+/** Under systemd: a socket bound here goes into its fd store, so a `systemctl restart` finds it queued, not closed (activation's and handed-over ones are there already). */
+function storeInSupervisor(l: Listener): void {
+  const { send, fdStoreOffered } = require("./notify.ts") as typeof import("./notify.ts");
+  if (fdStoreOffered()) send(`FDSTORE=1\nFDNAME=${l.name}`, [l.fd]);
 }
 
 /** From LISTEN_FDS (a .socket unit, systemd-socket-activate, the fd store after a restart): by name, else the one socket on the port asked for. */

@@ -15,6 +15,7 @@ export const FRAME_READY = 4; // daemon: JSON ReadyMessage
 export const FRAME_FAILED = 5; // daemon: JSON FailureMessage
 export const FRAME_STOPPING = 6; // daemon: JSON StoppingMessage, stopped before it was ready
 export const FRAME_OUTPUT = 7; // daemon, at ready: raw bytes of its output the launcher had not read yet
+export const FRAME_LISTEN = 8; // worker to its primary: JSON ListenMessage; the answer comes on the worker channel
 
 /** Bytes of output per FRAME_OUTPUT: with the 8-byte header, under PIPE_BUF (4096). */
 export const OUTPUT_CHUNK = 4000;
@@ -31,6 +32,15 @@ export function encodeBytes(type: number, bytes: Uint8Array): Uint8Array {
 
 export interface ReadyMessage {
   pid: number;
+  /** A worker: the longest its stop takes (its primary waits that long before SIGKILL). */
+  stopMs?: number;
+}
+
+/** A worker asks its primary for the listener ctx.serve wants (src/workers.ts). */
+export interface ListenMessage {
+  name: string;
+  address: import("./ffi.ts").SocketAddress;
+  backlog: number;
 }
 
 /** The daemon began shutting down before it was ready and may take this long. */
@@ -65,7 +75,7 @@ export interface Frame {
 }
 
 /** Encode a JSON frame; messages are cut to keep the frame under PIPE_BUF. */
-export function encodeJson(type: number, value: ReadyMessage | FailureMessage | StoppingMessage): Uint8Array {
+export function encodeJson(type: number, value: ReadyMessage | FailureMessage | StoppingMessage | ListenMessage): Uint8Array {
   let body = Buffer.from(JSON.stringify(value), "utf8");
   if (body.length > 4000 && "message" in value) {
     body = Buffer.from(JSON.stringify({ ...value, message: `${value.message.slice(0, 3500)}…` }), "utf8");
@@ -108,4 +118,49 @@ export function payloadInt(f: Frame): number {
 
 export function payloadJson<T>(f: Frame): T {
   return JSON.parse(Buffer.from(f.payload).toString("utf8")) as T;
+}
+
+/**
+ * The DaemonHandle of a process whose parent daemon waits for it on the
+ * status pipe at fd 3 (an upgrade's new process, a worker): ready, failed
+ * and stopping frames, and a failure frame if it exits unsettled.
+ * `closeAtReady`: the pipe has no use after ready (a worker keeps it to ask
+ * for listeners). `what` names the process in that exit's message.
+ */
+export function parentPipeHandle(o: {
+  pidFile: import("./pidfile.ts").PidFileLock;
+  what: string;
+  closeAtReady: boolean;
+  reopen?: () => boolean;
+}): import("./stage.ts").DaemonHandle {
+  const { writeAll, closeFd } = require("./ffi.ts") as typeof import("./ffi.ts");
+  const { DaemonError } = require("./errors.ts") as typeof import("./errors.ts");
+  let settled = false;
+  const send = (frame: Uint8Array) => writeAll(STAGE_STATUS_FD, frame);
+  const fail = (error: unknown, exitCode = 1) => {
+    if (settled) return;
+    settled = true;
+    send(failureFrame(error, exitCode));
+  };
+  process.once("exit", (code) => {
+    if (!settled) fail(new DaemonError("DAEMON_EXITED", `${o.what} exited with status ${code} before it was ready`), code || 1);
+  });
+  return {
+    pid: process.pid,
+    pidFile: o.pidFile,
+    get settled() {
+      return settled;
+    },
+    ready(stopMs?: number) {
+      if (settled) return;
+      settled = true;
+      send(encodeJson(FRAME_READY, { pid: process.pid, ...(stopMs === undefined ? {} : { stopMs }) }));
+      if (o.closeAtReady) closeFd(STAGE_STATUS_FD);
+    },
+    fail,
+    stopping(graceMs: number) {
+      if (!settled) send(encodeJson(FRAME_STOPPING, { graceMs: Math.ceil(graceMs) }));
+    },
+    reopenLog: () => o.reopen?.() ?? false,
+  };
 }

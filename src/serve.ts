@@ -214,15 +214,7 @@ export function serve(options: ServeOptions<any, any>): Server<any> {
   view = presented(server, listener.address, o.tls ? "https" : "http");
   Object.assign(entry, { server, listener, acceptFd });
   servers.push(entry);
-  storeInSupervisor(listener);
   return view;
-}
-
-/** Under systemd: the socket into its fd store, so a `systemctl restart` finds it queued, not closed. Only one bound here (activation's and handed-over ones are there already). */
-function storeInSupervisor(l: Listener): void {
-  if (l.source !== "bound") return;
-  const { send, fdStoreOffered } = require("./notify.ts") as typeof import("./notify.ts");
-  if (fdStoreOffered()) send(`FDSTORE=1\nFDNAME=${l.name}`, [l.fd]);
 }
 
 /**

@@ -34,9 +34,11 @@ export interface DaemonHandle {
   readonly pidFile: PidFileLock;
   /**
    * Declare readiness: stdout/stderr move to the log file (or /dev/null) and
-   * the launcher exits 0. Later calls do nothing.
+   * the launcher exits 0. Later calls do nothing. `stopMs`, the longest
+   * this daemon's stop takes, is for a worker's primary (which waits that
+   * long before SIGKILL); a launcher has no use for it.
    */
-  ready(): void;
+  ready(stopMs?: number): void;
   /**
    * Report that startup failed: the launcher prints `error`, waits for this
    * process to exit (SIGKILL after 5 s) and exits with `exitCode` (default 1).

@@ -45,6 +45,19 @@ export interface StateRecord {
   upgradesStarted?: number;
   /** The latest upgrade: running, or how it ended. */
   upgrade?: UpgradeRecord;
+  /** A primary's workers (DaemonConfig.workers), by id; absent without workers. */
+  workers?: WorkerRecord[];
+}
+
+/** One worker of a primary, as `status` lists it. */
+export interface WorkerRecord {
+  id: number;
+  pid: number;
+  state: "starting" | "running" | "stopping";
+  /** ISO time it started. */
+  startedAt: string;
+  /** Replacements of this id after an exit nobody asked for. */
+  restarts: number;
 }
 
 /** An upgrade (SIGUSR2): `running` until the new process is ready (`ok`) or failed. */
@@ -106,6 +119,8 @@ export interface StateWriter {
   upgradePid(pid: number): void;
   /** The upgrade `seq` ended. */
   upgradeFinished(seq: number, ok: boolean, error?: string): void;
+  /** A primary's workers now. */
+  setWorkers(workers: WorkerRecord[]): void;
   /** Rename the file to `path` (a new daemon's record, written aside, replaces the old one's in one step). */
   promote(path: string): void;
   /** Close without removing: the file now belongs to a new daemon. */
@@ -256,6 +271,11 @@ class Writer implements StateWriter {
     u.state = ok ? "ok" : "failed";
     u.finishedAt = new Date().toISOString();
     if (error !== undefined) u.error = error.length > MAX_ERROR ? `${error.slice(0, MAX_ERROR)}…` : error;
+    this.write();
+  }
+
+  setWorkers(workers: WorkerRecord[]): void {
+    this.record.workers = workers;
     this.write();
   }
 
@@ -413,13 +433,20 @@ function isUpgrade(x: unknown): x is UpgradeRecord {
     (u.finishedAt === undefined || isStr(u.finishedAt)) && (u.error === undefined || isStr(u.error));
 }
 
+function isWorker(x: unknown): x is WorkerRecord {
+  if (typeof x !== "object" || x === null) return false;
+  const w = x as Record<string, unknown>;
+  return isInt(w.id, 1) && isInt(w.pid, 1) && (w.state === "starting" || w.state === "running" || w.state === "stopping") && isStr(w.startedAt) && isInt(w.restarts, 0);
+}
+
 function isRecord(x: unknown): x is StateRecord {
   if (typeof x !== "object" || x === null) return false;
   const r = x as Record<string, unknown>;
   return (
     r.v === 1 && isStr(r.name) && isInt(r.pid, 1) && isStr(r.state) && STATES.includes(r.state) && isStr(r.since) && isStr(r.startedAt) &&
     (r.configFile === undefined || isStr(r.configFile)) && isInt(r.reloadsStarted, 0) && Array.isArray(r.reloads) && r.reloads.every(isOutcome) &&
-    (r.upgradesStarted === undefined || isInt(r.upgradesStarted, 0)) && (r.upgrade === undefined || isUpgrade(r.upgrade))
+    (r.upgradesStarted === undefined || isInt(r.upgradesStarted, 0)) && (r.upgrade === undefined || isUpgrade(r.upgrade)) &&
+    (r.workers === undefined || (Array.isArray(r.workers) && r.workers.every(isWorker)))
   );
 }
 

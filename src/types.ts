@@ -101,6 +101,8 @@ export interface HookContext<A extends ArgsDef = {}, C = Record<string, unknown>
    * the address and errno), SERVE (this Bun cannot be handed the socket).
    */
   serve<W = undefined, R extends string = string>(options: import("./serve.ts").ServeOptions<W, R>): import("bun").Server<W>;
+  /** In a worker (DaemonConfig.workers): its id (1..count, kept by its replacements) and how many there are. Undefined without workers. */
+  readonly worker?: { readonly id: number; readonly count: number };
 }
 
 /** Resource limits set with setrlimit(2), soft and hard alike; `Infinity` is unlimited. */
@@ -224,6 +226,14 @@ export interface DaemonConfig<A extends ArgsDef = ArgsDef, C = Record<string, un
   health?: { port: number; host?: string };
   /** ms `start` waits for readiness before killing the daemon; 0 waits for ever. Default 30000. `--ready-timeout` overrides. */
   readyTimeout?: number;
+  /**
+   * Run the app in this many worker processes (`"auto"`: one per CPU),
+   * under a primary that loads none of it. Workers share the ctx.serve
+   * listeners; one that dies is replaced; `reload` replaces them one at a
+   * time. Default none: the app runs in the daemon process itself.
+   * `--workers` overrides.
+   */
+  workers?: number | "auto";
   /** ms each shutdown hook may take (and an interrupted init hook may still run). Default 10000. */
   shutdownTimeout?: number;
   /** umask of the detached daemon. Default 0o022. */

@@ -125,6 +125,7 @@ export function unitText(u: UnitInput): string {
   if (cli.logFormat !== undefined) argv.push("--log-format", cli.logFormat);
   if (cli.shutdownDelay !== undefined) argv.push("--shutdown-delay", String(cli.shutdownDelay));
   if (cli.healthPort !== undefined) argv.push("--health-port", String(cli.healthPort));
+  if (cli.workers !== undefined) argv.push("--workers", String(cli.workers));
   if (forking && cli.readyTimeout !== undefined) argv.push("--ready-timeout", String(cli.readyTimeout));
   argv.push(...u.appArgv);
 

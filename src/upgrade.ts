@@ -6,12 +6,12 @@
  */
 import { fstatSync, statSync } from "node:fs";
 import { DaemonError, errorText } from "./errors.ts";
-import { closeFd, pipe, setCloexec, setProcessName, writeAll } from "./ffi.ts";
+import { closeFd, pipe, setCloexec, setProcessName } from "./ffi.ts";
 import { handover, HANDOVER_FIRST_FD } from "./listeners.ts";
 import { STAGE_MARKER } from "./marker.ts";
 import type { PidFileLock } from "./pidfile.ts";
 import {
-  encodeJson, failureFrame, FRAME_FAILED, FRAME_READY, FRAME_STOPPING, FrameReader, payloadJson, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage,
+  FRAME_FAILED, FRAME_READY, FRAME_STOPPING, FrameReader, parentPipeHandle, payloadJson, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage,
 } from "./protocol.ts";
 import type { DaemonHandle } from "./stage.ts";
 
@@ -28,8 +28,13 @@ export function rememberStartEnv(): void {
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) startEnv[k] = v;
 }
 
+/** That environment (the live one if none was kept): what a new process of this daemon starts from. */
+export function startEnvironment(): Record<string, string> {
+  return { ...(startEnv ?? (process.env as Record<string, string>)) };
+}
+
 /** The argv that starts this program again (as the launcher's re-exec, src/launch.ts). */
-function programArgv(): string[] {
+export function programArgv(): string[] {
   const { reexecArgv } = require("./launch.ts") as typeof import("./launch.ts");
   const { file, argv } = reexecArgv();
   return [file, ...argv.slice(1)];
@@ -61,7 +66,7 @@ export async function startSuccessor(o: SuccessorOptions): Promise<SuccessorOutc
     [statusR, statusW] = pipe("upgrade: create the status pipe");
     const h = handover();
     const argv = programArgv();
-    const env: Record<string, string> = { ...(startEnv ?? (process.env as Record<string, string>)), ...h.env, [UPGRADE_ENV]: `${process.pid}:${o.mode}` };
+    const env: Record<string, string> = { ...startEnvironment(), ...h.env, [UPGRADE_ENV]: `${process.pid}:${o.mode}` };
     // Ours, not the new process's: sockets come through the handover, and the watchdog applies to whichever pid is main.
     for (const k of ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID"]) delete env[k];
     // Positions 3, 4, then the listeners from HANDOVER_FIRST_FD on.
@@ -176,32 +181,5 @@ export function successorHandle(opts: { name: string; pidFile: string; reopen?: 
   setCloexec(STAGE_PIDFILE_FD, true);
   setProcessName(opts.name);
   const pidFile: PidFileLock = { path: opts.pidFile, fd: STAGE_PIDFILE_FD, passive: true };
-  let settled = false;
-  const send = (frame: Uint8Array) => writeAll(STAGE_STATUS_FD, frame);
-  const fail = (error: unknown, exitCode = 1) => {
-    if (settled) return;
-    settled = true;
-    send(failureFrame(error, exitCode));
-  };
-  process.once("exit", (code) => {
-    if (!settled) fail(new DaemonError("DAEMON_EXITED", `the new process exited with status ${code} before it was ready`), code || 1);
-  });
-  return {
-    pid: process.pid,
-    pidFile,
-    get settled() {
-      return settled;
-    },
-    ready() {
-      if (settled) return;
-      settled = true;
-      send(encodeJson(FRAME_READY, { pid: process.pid }));
-      closeFd(STAGE_STATUS_FD);
-    },
-    fail,
-    stopping(graceMs: number) {
-      if (!settled) send(encodeJson(FRAME_STOPPING, { graceMs: Math.ceil(graceMs) }));
-    },
-    reopenLog: () => opts.reopen?.() ?? false,
-  };
+  return parentPipeHandle({ pidFile, what: "the new process", closeAtReady: true, ...(opts.reopen ? { reopen: opts.reopen } : {}) });
 }

@@ -181,3 +181,30 @@ describe("socket activation", () => {
     }
   }, 30_000);
 });
+
+describe("the stop budget", () => {
+  test("a daemon serving through ctx.serve counts the drain in the stop budget it logs at ready (the supervisor's grace must cover it)", async () => {
+    const port = freePort();
+    const dir = require("node:fs").mkdtempSync("/tmp/bd-budget-");
+    const p = Bun.spawn([BUN, join(ROOT, "test/fixtures/serve-app.ts"), "run", "--pid-file", join(dir, "b.pid")], {
+      env: { ...process.env, BD_SERVE_DIR: dir, BD_PORT: String(port), BD_NAME: "budget" },
+      stdout: "ignore",
+      stderr: "pipe",
+    });
+    track(p.pid);
+    let err = "";
+    const reader = (async () => {
+      for await (const chunk of p.stderr) err += Buffer.from(chunk).toString();
+    })();
+    try {
+      expect(await waitFor(() => err.includes("a stop takes at most"), 15_000)).toBe(true);
+      // No shutdown hook, the default shutdownTimeout of 10 s: draining is bounded by it.
+      expect(err).toContain("a stop takes at most 10000 ms (draining 10000 ms + 0 shutdown hooks x 10000 ms)");
+    } finally {
+      p.kill("SIGTERM");
+      await p.exited;
+      await reader;
+      require("node:fs").rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -440,6 +440,7 @@ describe("status and reload against a fake daemon", () => {
       startedAt: expect.any(String),
       configFile: "/etc/fake.conf",
       lastReload: { seq: 1, startedAt: expect.any(String), finishedAt: expect.any(String), ok: false, error: "/etc/fake.conf:3: port: expected a number" },
+      workers: null,
       exitCode: 0,
     });
     r = await ctl("status", bad.pidFile);
@@ -524,7 +525,7 @@ describe("status and reload against a fake daemon", () => {
     expect(await ctl("reload", gone)).toEqual({ code: 7, stdout: "fake is not running\n", stderr: "" });
     r = await ctl("status", gone, { json: true });
     expect(r.code).toBe(3);
-    expect(JSON.parse(r.stdout)).toEqual({ name: "fake", state: "not running", pid: null, pidFile: gone, uptimeSeconds: null, startedAt: null, configFile: null, lastReload: null, exitCode: 3 });
+    expect(JSON.parse(r.stdout)).toEqual({ name: "fake", state: "not running", pid: null, pidFile: gone, uptimeSeconds: null, startedAt: null, configFile: null, lastReload: null, workers: null, exitCode: 3 });
     expect((await ctl("status", gone, { ready: true })).code).toBe(3);
     writeFileSync(join(d, "stale.pid"), "999999\n");
     r = await ctl("status", join(d, "stale.pid"), { json: true });

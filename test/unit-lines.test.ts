@@ -118,3 +118,10 @@ describe("unit: env { keep, set }", () => {
     expect(r.code).not.toBe(0);
   });
 });
+
+describe("unit: workers", () => {
+  test("--workers given to unit is passed on in ExecStart (as N, or auto), so the service runs the workers it was asked for", async () => {
+    expect(execStart(await printed(["--workers", "3"]))).toBe("run --workers 3");
+    expect(execStart(await printed(["--workers", "auto"]))).toBe("run --workers auto");
+  });
+});
