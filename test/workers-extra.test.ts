@@ -85,6 +85,21 @@ describe("workers and the rest of the daemon", () => {
     expect((await c.cli(["stop", "--pid-file", c.pidFile])).code).toBe(0);
   }, 60_000);
 
+  test("a worker outlives its primary's idle threads (PR_SET_PDEATHSIG is tied to the thread that spawned it), and dies with its primary", async () => {
+    const c = setup();
+    expect((await c.cli(["start", "--workers", "1", "--pid-file", c.pidFile])).code).toBe(0);
+    const [w] = await c.workers();
+    // Bun ends idle JIT and GC threads after a few seconds (BUN-RUNTIME-NOTES): had a
+    // worker been spawned from one of those, its death signal would fire here.
+    await Bun.sleep(12_000);
+    const [same] = await c.workers();
+    expect(same).toEqual({ ...w!, uptimeSeconds: expect.any(Number) } as never);
+    expect(alive(w!.pid)).toBe(true);
+    // A primary killed outright takes its worker along (SIGTERM: it drains and exits), so no orphan holds the port.
+    process.kill(c.primary()!, "SIGKILL");
+    expect(await waitFor(() => !alive(w!.pid), 15_000)).toBe(true);
+  }, 60_000);
+
   test("run --workers 2 in the foreground: Ctrl-C (SIGINT to the process group) stops the primary, which drains its workers; all exit, the primary with 0", async () => {
     const c = setup();
     // setsid: its own process group, as a shell job has, so the group signal reaches no one else.
