@@ -104,13 +104,17 @@ function errArgs(err: unknown): unknown[] {
  */
 function sdNotify(fields: string, status?: string): void {
   // Once a new process took over, it is the main pid: a word from the old one (STOPPING=1) would stop the unit.
-  if (handedOver) return;
+  // And an upgrade's new process is not the service until it is ready: its
+  // STOPPING=1 at a failed init would stop the unit the old one still serves.
+  if (handedOver || notYetMain) return;
   const lines = status === undefined ? fields : `${fields === "" ? "" : `${fields}\n`}STATUS=${statusText(status)}`;
   send(lines);
 }
 
 /** Set when an upgrade's new process is ready: this process then speaks no more for the service. */
 let handedOver = false;
+/** An upgrade's new process, until it is ready: it does not speak for the service yet. */
+let notYetMain = false;
 
 export class Lifecycle {
   private state: State = "starting";
@@ -331,6 +335,7 @@ export class Lifecycle {
       this.stateFile?.promote(statePathFor(this.o.lock.path));
       this.o.lock.passive = false;
       writePid(this.o.lock, process.pid);
+      notYetMain = false;
       sdNotify(`MAINPID=${process.pid}\nREADY=1`, "running");
       this.o.stage?.ready();
     } else {
@@ -664,6 +669,7 @@ export class Lifecycle {
   private install(): void {
     // The environment as it came, for an upgrade's new process: before anything is taken out.
     rememberStartEnv();
+    if (this.o.successor) notYetMain = true;
     // First: a program spawned from here on (by init, or the app's import) must not speak for us.
     takeSupervisorEnv();
     // A daemon lives until told to stop, even with nothing left to wait for.
