@@ -9,7 +9,7 @@ import { parseArgv, type CliOptions, type ParsedArgv } from "./argv.ts";
 import type { DaemonInternals, RunExtras } from "./daemon.ts";
 import { resolveOptions } from "./daemonize.ts";
 import { DaemonError } from "./errors.ts";
-import { isDaemonStage } from "./marker.ts";
+import { isDaemonStage, RELAY_MARKER } from "./marker.ts";
 import type { LibraryConfig } from "./config.ts";
 import type { LoggingOptions } from "./log.ts";
 import type { PidFileLock } from "./pidfile.ts";
@@ -227,6 +227,8 @@ async function logReopener(o: Resolved): Promise<() => boolean> {
 export async function runCli(config: DaemonConfig, d: DaemonInternals, argv: string[]): Promise<void> {
   const exit = (code: number): never => process.exit(code);
   try {
+    // Between an upgrading daemon and its successor (src/upgrade.ts): start it, exit.
+    if (process.argv0 === RELAY_MARKER) return (await import("./upgrade.ts")).relay();
     const p = parseArgv(argv, config.args ?? {});
     if (isDaemonStage()) return await stage(config, d, p);
     if (p.cli.help) {

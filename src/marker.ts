@@ -11,3 +11,6 @@ export const STAGE_MARKER = "bun-daemon:stage";
 export function isDaemonStage(): boolean {
   return process.argv0 === STAGE_MARKER;
 }
+
+/** argv[0] of the short-lived process an upgrade starts its new daemon through (src/upgrade.ts). */
+export const RELAY_MARKER = "bun-daemon:relay";

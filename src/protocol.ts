@@ -20,6 +20,16 @@ export const FRAME_LISTEN = 8; // worker to its primary: JSON ListenMessage; the
 /** Bytes of output per FRAME_OUTPUT: with the 8-byte header, under PIPE_BUF (4096). */
 export const OUTPUT_CHUNK = 4000;
 
+/** A frame of one i32 (FRAME_PID). */
+export function encodeInt(type: number, n: number): Uint8Array {
+  const frame = new Uint8Array(12);
+  const view = new DataView(frame.buffer);
+  view.setInt32(0, type, true);
+  view.setInt32(4, 4, true);
+  view.setInt32(8, n, true);
+  return frame;
+}
+
 /** A frame of raw bytes (FRAME_OUTPUT). */
 export function encodeBytes(type: number, bytes: Uint8Array): Uint8Array {
   const frame = new Uint8Array(8 + bytes.length);

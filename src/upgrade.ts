@@ -6,12 +6,12 @@
  */
 import { fstatSync, statSync } from "node:fs";
 import { DaemonError, errorText } from "./errors.ts";
-import { closeFd, pipe, setCloexec, setProcessName } from "./ffi.ts";
+import { closeFd, pidfdOpen, pidfdSendSignal, pipe, setCloexec, setProcessName, writeAll } from "./ffi.ts";
 import { handover, HANDOVER_FIRST_FD } from "./listeners.ts";
-import { STAGE_MARKER } from "./marker.ts";
+import { RELAY_MARKER, STAGE_MARKER } from "./marker.ts";
 import type { PidFileLock } from "./pidfile.ts";
 import {
-  FRAME_FAILED, FRAME_READY, FRAME_STOPPING, FrameReader, parentPipeHandle, payloadJson, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage,
+  encodeInt, failureFrame, FRAME_FAILED, FRAME_PID, FRAME_READY, FRAME_STOPPING, FrameReader, parentPipeHandle, payloadInt, payloadJson, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage,
 } from "./protocol.ts";
 import type { DaemonHandle } from "./stage.ts";
 
@@ -53,100 +53,184 @@ export interface SuccessorOptions {
 
 export type SuccessorOutcome = { ok: true; pid: number } | { ok: false; pid?: number; error: string };
 
+/** How many fds (from 0 on) the relay passes on, in its environment. */
+const RELAY_FDS_ENV = "BUN_DAEMON_RELAY_FDS";
+
+/**
+ * The new process, as the old one sees it: its pid (from the relay's
+ * FRAME_PID), a pidfd to signal it by (it is not our child: no waitpid,
+ * and its pid could be reused), the relay that started it, and what its
+ * status pipe says. The pipe ends when every holder of its write end is
+ * gone: the relay, and the new process, which keeps it until ready.
+ */
+class Successor {
+  pid: number | undefined;
+  outcome: SuccessorOutcome | undefined;
+  /** Extra grace it announced while stopping before ready (FRAME_STOPPING). */
+  extraMs = 0;
+  /** The status pipe's end (after ready: the new process closed it). */
+  readonly ended: Promise<void>;
+  /** The first of: ready, failed, the pipe's end. */
+  readonly settled: Promise<void>;
+  private pidfd = -1;
+
+  constructor(readonly relay: ReturnType<typeof Bun.spawn>, statusR: number, started?: (pid: number) => void) {
+    let settle!: () => void;
+    this.settled = new Promise<void>((r) => (settle = r));
+    const frames = new FrameReader();
+    this.ended = (async () => {
+      try {
+        for await (const chunk of Bun.file(statusR).stream()) {
+          for (const f of frames.push(chunk)) {
+            if (f.type === FRAME_PID) {
+              this.known(payloadInt(f));
+              started?.(this.pid!);
+            } else if (f.type === FRAME_READY) this.outcome ??= { ok: true, pid: payloadJson<{ pid: number }>(f).pid };
+            else if (f.type === FRAME_FAILED) this.outcome ??= { ok: false, ...(this.pid === undefined ? {} : { pid: this.pid }), error: payloadJson<FailureMessage>(f).message };
+            else if (f.type === FRAME_STOPPING) this.extraMs = payloadJson<{ graceMs: number }>(f).graceMs;
+          }
+          if (this.outcome) settle();
+        }
+      } catch {}
+      closeFd(statusR);
+      settle();
+    })();
+  }
+
+  private known(pid: number): void {
+    this.pid = pid;
+    const fd = pidfdOpen(pid);
+    if (fd >= 0) this.pidfd = fd;
+  }
+
+  kill(sig: number): void {
+    if (this.pidfd >= 0) pidfdSendSignal(this.pidfd, sig);
+    // Not started yet (the relay is still at it): the relay goes, and with it the start.
+    else if (this.pid === undefined) {
+      try {
+        this.relay.kill(sig);
+      } catch {}
+    }
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited after the grace; the pidfd is closed once it has. */
+  stop(graceMs = 0): void {
+    this.kill(15);
+    const t = setTimeout(() => this.kill(9), EXIT_GRACE_MS + graceMs);
+    void this.ended.then(() => {
+      clearTimeout(t);
+      this.close();
+    });
+  }
+
+  close(): void {
+    if (this.pidfd >= 0) closeFd(this.pidfd);
+    this.pidfd = -1;
+  }
+}
+
+const EXIT_GRACE_MS = 5000;
+
 /**
  * Start the successor and wait until it is ready, failed, exited or timed
  * out (then it is stopped: SIGTERM, SIGKILL 5 s later). Never throws.
+ *
+ * The new process is started through a relay (the program again, argv[0]
+ * RELAY_MARKER) that starts it and exits at once: the new process is then
+ * the child of whatever reaps orphans here (systemd, for a service) before
+ * it says MAINPID=. systemd 252 takes a main pid that is not its child for
+ * an "alien" it cannot watch, and at the next stop SIGKILLs it at once
+ * (test/systemd-upgrade.test.ts); nginx's binary upgrade has that problem.
  */
 export async function startSuccessor(o: SuccessorOptions): Promise<SuccessorOutcome> {
   let statusR = -1;
   let statusW = -1;
-  let proc: ReturnType<typeof Bun.spawn> | undefined;
+  let succ: Successor | undefined;
   try {
     if (o.lock.fd < 0) return { ok: false, error: "this daemon has no PID file, which the new process must take over" };
     [statusR, statusW] = pipe("upgrade: create the status pipe");
     const h = handover();
-    const argv = programArgv();
     const env: Record<string, string> = { ...startEnvironment(), ...h.env, [UPGRADE_ENV]: `${process.pid}:${o.mode}` };
     // Ours, not the new process's: sockets come through the handover, and the watchdog applies to whichever pid is main.
     for (const k of ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID"]) delete env[k];
-    // Positions 3, 4, then the listeners from HANDOVER_FIRST_FD on.
-    const extra: Array<number | "ignore"> = [statusW, o.lock.fd];
-    while (3 + extra.length < HANDOVER_FIRST_FD) extra.push("ignore");
-    proc = Bun.spawn(argv, { argv0: STAGE_MARKER, env, stdio: ["ignore", 1, 2, ...extra, ...h.fds] as never });
+    // Positions 3, 4, then the listeners from HANDOVER_FIRST_FD on (the relay keeps them there).
+    const extra: number[] = [statusW, o.lock.fd];
+    env[RELAY_FDS_ENV] = String(3 + extra.length + h.fds.length);
+    const relay = Bun.spawn(programArgv(), { argv0: RELAY_MARKER, env, stdio: ["ignore", 1, 2, ...extra, ...h.fds] as never });
     closeFd(statusW);
     statusW = -1;
-    o.started?.(proc.pid);
-    const p = proc;
-    const abandon = () => stopQuietly(p);
+    succ = new Successor(relay, statusR, o.started);
+    statusR = -1;
+    const s = succ;
+    const abandon = () => s.stop(s.extraMs);
     o.signal?.addEventListener("abort", abandon, { once: true });
     try {
-      const r = await waitReady(proc, statusR, o.readyTimeout);
+      const r = await waitReady(s, o.readyTimeout);
       if (r.ok && o.signal?.aborted) {
-        stopQuietly(proc);
-        return { ok: false, pid: proc.pid, error: "this daemon began stopping meanwhile; stopped the new process" };
+        s.stop();
+        return { ok: false, pid: r.pid, error: "this daemon began stopping meanwhile; stopped the new process" };
       }
       return r;
     } finally {
       o.signal?.removeEventListener("abort", abandon);
     }
   } catch (err) {
-    if (proc) stopQuietly(proc);
-    return { ok: false, ...(proc ? { pid: proc.pid } : {}), error: `cannot start the new process: ${errorText(err)}` };
+    if (succ) succ.stop();
+    return { ok: false, ...(succ?.pid === undefined ? {} : { pid: succ.pid }), error: `cannot start the new process: ${errorText(err)}` };
   } finally {
     if (statusW >= 0) closeFd(statusW);
+    if (statusR >= 0) closeFd(statusR);
   }
 }
 
-async function waitReady(proc: ReturnType<typeof Bun.spawn>, statusR: number, timeoutMs: number): Promise<SuccessorOutcome> {
-  const frames = new FrameReader();
-  let outcome: SuccessorOutcome | undefined;
-  let extraMs = 0;
-  const read = (async () => {
-    for await (const chunk of Bun.file(statusR).stream()) {
-      for (const f of frames.push(chunk)) {
-        if (f.type === FRAME_READY) outcome ??= { ok: true, pid: proc.pid };
-        else if (f.type === FRAME_FAILED) outcome ??= { ok: false, pid: proc.pid, error: payloadJson<FailureMessage>(f).message };
-        else if (f.type === FRAME_STOPPING) extraMs = payloadJson<{ graceMs: number }>(f).graceMs;
-      }
-      if (outcome?.ok) return;
-    }
-  })().catch(() => {});
+/**
+ * The relay's whole life (argv[0] RELAY_MARKER): start the program as the
+ * daemon stage with every fd it was given in the same place, tell the old
+ * daemon the new pid (FRAME_PID on the status pipe), exit. Never returns.
+ */
+export function relay(): never {
+  const count = Number(process.env[RELAY_FDS_ENV]);
+  delete process.env[RELAY_FDS_ENV];
+  try {
+    if (!Number.isInteger(count) || count < 5) throw new Error(`${RELAY_FDS_ENV} is not a count of fds`);
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+    const fds = Array.from({ length: count }, (_, i) => i);
+    const proc = Bun.spawn(programArgv(), { argv0: STAGE_MARKER, env, stdio: fds as never });
+    writeAll(STAGE_STATUS_FD, encodeInt(FRAME_PID, proc.pid));
+    process.exit(0);
+  } catch (err) {
+    writeAll(STAGE_STATUS_FD, failureFrame(new DaemonError("FORK", `upgrade: the relay could not start the new process: ${errorText(err)}`), 1));
+    process.exit(1);
+  }
+}
+
+/** Wait for the outcome; a new process not ready in `timeoutMs` is stopped. */
+async function waitReady(s: Successor, timeoutMs: number): Promise<SuccessorOutcome> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timedOut = new Promise<"timeout">((r) => {
     if (timeoutMs > 0) timer = setTimeout(() => r("timeout"), timeoutMs);
   });
-  const first = await Promise.race([read.then(() => "read" as const), proc.exited.then(() => "exited" as const), timedOut]);
+  const first = await Promise.race([s.settled.then(() => "settled" as const), timedOut]);
   clearTimeout(timer);
-  if (outcome?.ok) {
-    closeFd(statusR);
-    return outcome;
+  if (s.outcome?.ok) {
+    // Its pidfd has no more use: it is ours to signal no longer once it is the daemon.
+    s.close();
+    return s.outcome;
   }
+  const pid = s.pid ?? 0;
   if (first === "timeout") {
-    stopQuietly(proc, extraMs);
-    closeFd(statusR);
-    return { ok: false, pid: proc.pid, error: `the new process (pid ${proc.pid}) was not ready within ${timeoutMs} ms; stopped it. Raise --ready-timeout if its init is slow` };
+    s.stop(s.extraMs);
+    return { ok: false, ...(pid ? { pid } : {}), error: `the new process (pid ${pid || "not started"}) was not ready within ${timeoutMs} ms; stopped it. Raise --ready-timeout if its init is slow` };
   }
-  // It failed or exited: it ends by itself; wait for it so nothing is left.
-  const code = await Promise.race([proc.exited, Bun.sleep(EXIT_GRACE_MS + extraMs).then(() => undefined)]);
-  if (code === undefined) stopQuietly(proc);
-  await read;
-  closeFd(statusR);
-  if (outcome) return outcome;
-  return { ok: false, pid: proc.pid, error: `the new process (pid ${proc.pid}) exited before it was ready (${proc.signalCode ? `killed by ${proc.signalCode}` : `status ${proc.exitCode}`})` };
-}
-
-const EXIT_GRACE_MS = 5000;
-
-function stopQuietly(proc: ReturnType<typeof Bun.spawn>, graceMs = 0): void {
-  try {
-    proc.kill("SIGTERM");
-  } catch {}
-  const t = setTimeout(() => {
-    try {
-      proc.kill("SIGKILL");
-    } catch {}
-  }, EXIT_GRACE_MS + graceMs);
-  void proc.exited.then(() => clearTimeout(t));
+  // Failed (it exits by itself) or already gone: wait for its end, so nothing is left when we answer.
+  const gone = await Promise.race([s.ended.then(() => true), Bun.sleep(EXIT_GRACE_MS + s.extraMs).then(() => false)]);
+  if (!gone) s.stop();
+  else s.close();
+  if (s.outcome) return s.outcome;
+  const relayCode = await s.relay.exited;
+  if (s.pid === undefined) return { ok: false, error: `the relay starting the new process exited with status ${relayCode} before it started it` };
+  return { ok: false, pid, error: `the new process (pid ${pid}) exited before it was ready; its log says why` };
 }
 
 /** In the new process: whom it takes over from, read once (and removed from the environment). */
