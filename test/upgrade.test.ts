@@ -5,10 +5,11 @@
  * a live daemon, and a new version that cannot start changes nothing.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { alive, BUN, cleanupProcesses, freePort, ROOT, run, startedPid, tempDir, track, waitFor } from "./helpers.ts";
+import { alive, BUN, cleanupProcesses, ROOT, tempDir, track, waitFor } from "./helpers.ts";
 import type { LoadResult } from "./load.ts";
+import { serveCase, type ServeCase } from "./serve-case.ts";
 
 cleanupProcesses();
 const APP = join(ROOT, "test/fixtures/serve-app.ts");
@@ -16,49 +17,13 @@ const LOAD = join(ROOT, "test/load.ts");
 const dir = tempDir("bd-upgrade-");
 let n = 0;
 
-interface Case {
-  port: number;
-  pidFile: string;
-  log: string;
-  cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
-  pid(): number | undefined;
-  set(file: string, text: string | undefined): void;
-}
+type Case = ServeCase;
 
 function setup(): Case {
   n++;
-  const name = `up${process.pid}-${n}`;
-  const port = freePort();
-  const pidFile = join(dir, `${name}.pid`);
-  const log = join(dir, `${name}.log`);
-  const env = { BD_SERVE_DIR: join(dir, name), BD_PORT: String(port), BD_NAME: name };
-  require("node:fs").mkdirSync(env.BD_SERVE_DIR, { recursive: true });
-  const c: Case = {
-    port, pidFile, log,
-    async cli(args) {
-      const r = await run([BUN, APP, ...args], { env, timeoutMs: 90_000 });
-      track(startedPid(r.stdout));
-      track(c.pid());
-      return r;
-    },
-    pid() {
-      try {
-        const p = Number(readFileSync(pidFile, "utf8").trim());
-        return p > 0 ? track(p) : undefined;
-      } catch {
-        return undefined;
-      }
-    },
-    set(file, text) {
-      const path = join(env.BD_SERVE_DIR, file);
-      if (text === undefined) rmSync(path, { force: true });
-      else writeFileSync(path, text);
-    },
-  };
-  return c;
+  return serveCase(dir, `up${process.pid}-${n}`, [BUN, APP]);
 }
 
-/** The load client in its own process, for `ms`; resolves with its result. */
 /** The load client for `ms`, or until stop() (SIGTERM: it stops and prints what it counted). */
 function load(port: number, ms: number): Promise<LoadResult> & { stop(): void } {
   const p = Bun.spawn([BUN, LOAD, "--port", String(port), "--duration-ms", String(ms), "--keep-alive", "16", "--fresh", "8"], { stdout: "pipe", stderr: "inherit" });

@@ -7,9 +7,10 @@
  * test/workers.test.ts has the pool's contract under load.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import { alive, BUN, cleanupProcesses, freePort, ROOT, run, startedPid, statusField, tempDir, track, waitFor } from "./helpers.ts";
+import { serveCase } from "./serve-case.ts";
+import { alive, BUN, cleanupProcesses, ROOT, run, statusField, tempDir, track, waitFor } from "./helpers.ts";
 
 cleanupProcesses();
 const APP = join(ROOT, "test/fixtures/serve-app.ts");
@@ -25,35 +26,17 @@ interface WorkerRow {
 
 function setup(program: string[] = [BUN, APP]) {
   n++;
-  const name = `wx${process.pid}-${n}`;
-  const port = freePort();
-  const pidFile = join(dir, `${name}.pid`);
-  const serveDir = join(dir, name);
-  mkdirSync(serveDir, { recursive: true });
-  const env = { BD_SERVE_DIR: serveDir, BD_PORT: String(port), BD_NAME: name };
-  const c = {
-    name, port, pidFile, env, serveDir,
-    async cli(args: string[]) {
-      const r = await run([...program, ...args], { env, timeoutMs: 90_000 });
-      track(startedPid(r.stdout));
-      return r;
-    },
-    primary(): number | undefined {
-      try {
-        const p = Number(readFileSync(pidFile, "utf8").trim());
-        return p > 0 ? track(p) : undefined;
-      } catch {
-        return undefined;
-      }
-    },
+  const c = serveCase(dir, `wx${process.pid}-${n}`, program);
+  return {
+    ...c,
+    primary: () => c.pid(),
     async workers(): Promise<WorkerRow[]> {
-      const r = await c.cli(["status", "--json", "--pid-file", pidFile]);
+      const r = await c.cli(["status", "--json", "--pid-file", c.pidFile]);
       const w = (JSON.parse(r.stdout) as { workers: WorkerRow[] | null }).workers ?? [];
       for (const x of w) track(x.pid);
       return w;
     },
   };
-  return c;
 }
 
 const get = async (port: number) => (await fetch(`http://127.0.0.1:${port}/`)).text();
