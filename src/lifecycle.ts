@@ -542,10 +542,15 @@ export class Lifecycle {
       sdNotify("", "stopping: draining the workers");
       await this.pool.stop();
     }
-    if (this.served) {
+    // After an upgrade the new process answers the probes too: the health
+    // listener drains with the rest. On a plain stop it answers until the
+    // exit (/livez 200, /readyz 503), so a probe never sees a refused port early.
+    if (this.served || (this.health && handedOver)) {
       // Before the hooks (which may close what requests use): stop accepting, answer what is open with Connection: close.
       sdNotify("", "stopping: draining connections");
-      await (require("./serve.ts") as typeof import("./serve.ts")).drainAll(this.o.shutdownTimeout);
+      const { drainAll } = require("./serve.ts") as typeof import("./serve.ts");
+      const { HEALTH_LISTENER } = require("./health.ts") as typeof import("./health.ts");
+      await drainAll(this.o.shutdownTimeout, handedOver ? [] : [HEALTH_LISTENER]);
     }
     const hooks = this.list("shutdown").filter(eligible).reverse();
     const ctx: ShutdownContext<any> = { ...this.ctx(), reason };

@@ -221,11 +221,12 @@ export function serve(options: ServeOptions<any, any>): Server<any> {
  * Stop accepting and drain: from now on every response says
  * `Connection: close`; after each server's `drain` ms (bounded by
  * `maxMs`) what is still open is closed. The listeners stay open (another
- * process accepts on them, or the fd store holds them).
+ * process accepts on them, or the fd store holds them). Servers on the
+ * listeners named in `keep` go on as they are.
  */
-export async function drainAll(maxMs: number): Promise<void> {
+export async function drainAll(maxMs: number, keep: readonly string[] = []): Promise<void> {
   const f = ffi();
-  const live = servers.filter((s) => !s.draining);
+  const live = servers.filter((s) => !s.draining && !keep.includes(s.listener.name));
   for (const s of live) {
     s.draining = true;
     // Out of Bun's epoll set: this process accepts no more, while Bun still
