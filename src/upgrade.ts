@@ -24,6 +24,7 @@ let startEnv: Record<string, string> | undefined;
 /** Keep the start-up environment (called once, first thing in a daemon). */
 export function rememberStartEnv(): void {
   if (startEnv) return;
+  startExecPath = process.execPath;
   startEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) startEnv[k] = v;
 }
@@ -33,11 +34,18 @@ export function startEnvironment(): Record<string, string> {
   return { ...(startEnv ?? (process.env as Record<string, string>)) };
 }
 
-/** The argv that starts this program again (as the launcher's re-exec, src/launch.ts). */
+/**
+ * process.execPath as it was at start. Bun reads /proc/self/exe the first
+ * time it is asked: asked only at an upgrade, after the binary was
+ * replaced on disk, it names "… (deleted)", the file that is gone.
+ */
+let startExecPath: string | undefined;
+
+/** The argv that starts this program again (as the launcher's re-exec, src/launch.ts), from the path it started from. */
 export function programArgv(): string[] {
   const { reexecArgv } = require("./launch.ts") as typeof import("./launch.ts");
-  const { file, argv } = reexecArgv();
-  return [file, ...argv.slice(1)];
+  const { argv } = reexecArgv();
+  return [startExecPath ?? process.execPath, ...argv.slice(1)];
 }
 
 export interface SuccessorOptions {
