@@ -6,7 +6,7 @@
  *   npm run bench -- --runs 10 ready signals
  *
  * Sections: ready, fds, heap, signals, memory, import, sweep, notify, reload,
- * logging, pid1 (default: all; `--only a,b` is the same as naming them). Each
+ * logging, pid1, churn (default: all; `--only a,b` is the same as naming them). Each
  * section is a module of scripts/bench/sections/; scripts/bench/harness.ts
  * has what they share. Each comparison runs its variants interleaved in one
  * run (one round = every variant once, the order rotating between rounds),
@@ -34,6 +34,7 @@ import { notifyCost } from "./bench/sections/notify.ts";
 import { reloadCost } from "./bench/sections/reload.ts";
 import { logThroughput } from "./bench/sections/logging.ts";
 import { pid1Cost } from "./bench/sections/pid1.ts";
+import { churn } from "./bench/sections/churn.ts";
 
 const RUNNERS = {
   ready: timeToReady,
@@ -47,11 +48,12 @@ const RUNNERS = {
   reload: reloadCost,
   logging: logThroughput,
   pid1: pid1Cost,
+  churn,
 } satisfies Record<string, (o: Options) => Promise<Section>>;
 type SectionId = keyof typeof RUNNERS;
 const SECTIONS = Object.keys(RUNNERS) as SectionId[];
 /** Sections whose default round count is not 30 (they take longer per round). */
-const DEFAULT_RUNS: Partial<Record<SectionId, number>> = { sweep: SWEEP_RUNS, pid1: 10 };
+const DEFAULT_RUNS: Partial<Record<SectionId, number>> = { sweep: SWEEP_RUNS, pid1: 10, churn: 1 };
 
 function usage(): never {
   process.stderr.write(`usage: npx bun scripts/bench.ts [${SECTIONS.join("|")} ...] [--runs N] [--only SECTION[,SECTION]] [--json]\n`);
