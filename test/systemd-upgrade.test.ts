@@ -14,13 +14,21 @@
  * - A new version whose init throws: `upgrade` exits 1 with its message,
  *   the unit stays active on the old MainPID, no request fails.
  *
+ * Workers (the unit `unit --workers 2` prints, ExecStart carrying
+ * `--workers 2`): the primary is MainPID and the workers its children;
+ * `systemctl reload` (SIGHUP to MainPID) rolls the workers over and
+ * `upgrade` replaces primary and workers, under load, failing no request;
+ * a worker killed with SIGKILL is replaced by the primary, not by systemd;
+ * `systemctl stop` ends with Result=success, no SIGKILL, an empty cgroup.
+ *
  * Pids here are the namespace's (what systemd, the PID file and the
  * responses say); they are read and checked inside it.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
-import { BUN, cleanupProcesses, freePort, ROOT, run, tempDir, track } from "./helpers.ts";
+import { BUN, cleanupProcesses, freePort, ROOT, run, tempDir, track, waitFor } from "./helpers.ts";
 import type { LoadResult } from "./load.ts";
 import { bootSystemd, systemdSkipReason, type Systemd } from "./systemd-ns.ts";
 
@@ -54,7 +62,7 @@ interface Svc {
  * printed, plus a drop-in giving the fixture its environment (systemd hands
  * a service a clean one) and the drop-ins a test adds.
  */
-async function service(tag: string, dropIns: Record<string, string> = {}): Promise<Svc> {
+async function service(tag: string, dropIns: Record<string, string> = {}, workers?: number): Promise<Svc> {
   n++;
   const unit = `bd-up-${tag}-${process.pid}-${n}`;
   const service = `${unit}.service`;
@@ -63,14 +71,24 @@ async function service(tag: string, dropIns: Record<string, string> = {}): Promi
   const pidFile = `/run/${unit}.pid`;
   const serveDir = join(dir, unit);
   mkdirSync(serveDir, { recursive: true });
-  const printed = await run([BUN, APP, "unit", "--pid-file", pidFile], { env: { BD_NAME: unit } });
+  const printed = await run([BUN, APP, "unit", ...(workers ? ["--workers", String(workers)] : []), "--pid-file", pidFile], { env: { BD_NAME: unit } });
   if (printed.code !== 0) throw new Error(`unit failed (${printed.code}): ${printed.stderr}`);
   const text = printed.stdout;
   // The contract is about this unit as printed: these three lines are what make upgrades and the fd store work.
   expect(text).toContain("\nType=notify\n");
   expect(text).toContain("\nNotifyAccess=all\n");
   expect(text).toContain("\nFileDescriptorStoreMax=16\n");
-  expect(text).toMatch(/^ExecStart=\S+ \S+serve-app\.ts run --pid-file \S+$/m);
+  if (workers === undefined) expect(text).toMatch(/^ExecStart=\S+ \S+serve-app\.ts run --pid-file \S+$/m);
+  else {
+    // The unit must start the workers itself: `--workers N` (and the PID file) on its ExecStart.
+    const exec = (/^ExecStart=(.*)$/m.exec(text)?.[1] ?? "").split(" ");
+    expect(exec[1]).toEndWith("/serve-app.ts");
+    expect(exec[2]).toBe("run");
+    const opt = (name: string) => exec[exec.indexOf(name) + 1];
+    expect(exec).toContain("--workers");
+    expect(opt("--workers")).toBe(String(workers));
+    expect(opt("--pid-file")).toBe(pidFile);
+  }
   await sd.install(service, text);
   await sd.install(`${service}.d/env.conf`, `[Service]\nEnvironment=BD_SERVE_DIR=${serveDir} BD_PORT=${port} BD_NAME=${unit}\n`);
   for (const [name, body] of Object.entries(dropIns)) await sd.install(`${service}.d/${name}`, body);
@@ -109,11 +127,19 @@ async function pidState(pid: number): Promise<string> {
 const gone = (s: string) => s === "gone" || s === "zombie";
 
 /** The load client in its own process until stop(); then its result. */
-function startLoad(port: number): { stop(): Promise<LoadResult> } {
-  const p = Bun.spawn([BUN, LOAD, "--port", String(port), "--duration-ms", "300000", "--keep-alive", "16", "--fresh", "8"], { stdout: "pipe", stderr: "inherit" });
+function startLoad(port: number, o: { ms?: number; keepAlive?: number; fresh?: number } = {}): { stop(): Promise<LoadResult>; done: Promise<LoadResult> } {
+  const args = ["--port", String(port), "--duration-ms", String(o.ms ?? 300_000), "--keep-alive", String(o.keepAlive ?? 16), "--fresh", String(o.fresh ?? 8)];
+  const p = Bun.spawn([BUN, LOAD, ...args], { stdout: "pipe", stderr: "inherit" });
   track(p.pid);
   const result = new Response(p.stdout).text();
   return {
+    // Lazy: a client only stop()ped must not leave a second, unobserved parse behind.
+    get done() {
+      return result.then(async (text) => {
+        await p.exited;
+        return JSON.parse(text) as LoadResult;
+      });
+    },
     async stop() {
       p.kill("SIGTERM");
       const text = await result;
@@ -169,15 +195,16 @@ const get = async (port: number) => (await fetch(`http://127.0.0.1:${port}/`)).t
 /** Distinct pids that answered, from the load client's bodies ("v1 pid 42\n"). */
 const pidsServed = (r: LoadResult) => new Set(Object.keys(r.bodies).map((b) => Number(/pid (\d+)/.exec(b)?.[1] ?? 0)).filter((p) => p > 0));
 
-describe.skipIf(!!skip)("upgrade and restart of the unit `unit` prints, under a real systemd, under load (issue 13)", () => {
-  beforeAll(async () => {
-    sd = await bootSystemd();
-  }, 60_000);
-  afterAll(async () => {
-    // SIGKILL of the namespace's PID 1: every service and process in it goes along.
-    await sd?.kill();
-  });
+// One boot for the whole file (every describe below uses it).
+beforeAll(async () => {
+  if (!skip) sd = await bootSystemd();
+}, 60_000);
+afterAll(async () => {
+  // SIGKILL of the namespace's PID 1: every service and process in it goes along.
+  await sd?.kill();
+});
 
+describe.skipIf(!!skip)("upgrade and restart of the unit `unit` prints, under a real systemd, under load (issue 13)", () => {
   test("the boot left the host alone: the /tmp sentinel survives, /dev/log untouched", () => {
     expect(sd.hostIntact()).toEqual({ sentinel: true, devLog: "unchanged" });
   });
@@ -331,7 +358,356 @@ describe.skipIf(!!skip)("upgrade and restart of the unit `unit` prints, under a 
     expect((await sd.systemctl("stop", s.service)).code).toBe(0);
     expect(await sd.prop(s.service, "Result")).toBe("success");
   }, 120_000);
+});
 
+// ---------------------------------------------------------------------------
+// Workers under systemd: the unit `unit --workers 2` prints. The primary is
+// the main pid; the workers are its children, in the unit's cgroup.
+
+interface WorkerInfo {
+  id: number;
+  pid: number;
+  state: string;
+  uptimeSeconds: number;
+  restarts: number;
+}
+interface WorkersStatus {
+  code: number;
+  state: string;
+  pid: number | null;
+  /** Sorted by id; [] when status lists none. */
+  workers: WorkerInfo[];
+}
+
+/** `status --json`, run inside the namespace against the unit's PID file. */
+async function statusIn(s: Svc): Promise<WorkersStatus> {
+  const r = await sd.exec(["env", `BD_NAME=${s.unit}`, BUN, APP, "status", "--json", "--pid-file", s.pidFile], 60_000);
+  let report: { state: string; pid: number | null; workers: WorkerInfo[] | null };
+  try {
+    report = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`status --json printed no JSON (exit ${r.code}): ${r.stdout} ${r.stderr}`);
+  }
+  return { code: r.code, state: report.state, pid: report.pid, workers: [...(report.workers ?? [])].sort((a, b) => a.id - b.id) };
+}
+
+/** Poll status --json until it lists 2 running workers that `accept` takes; throws with the last answer otherwise. */
+async function twoRunning(s: Svc, accept: (st: WorkersStatus) => boolean = () => true, ms = 60_000): Promise<WorkersStatus> {
+  let last: WorkersStatus | undefined;
+  const ok = await waitFor(async () => {
+    last = await statusIn(s);
+    return last.workers.length === 2 && last.workers.every((w) => w.state === "running") && accept(last);
+  }, ms, 250);
+  if (!ok) throw new Error(`status --json did not list 2 running workers as expected within ${ms} ms: ${JSON.stringify(last)}`);
+  return last!;
+}
+
+const workerPid = (st: WorkersStatus, id: number) => st.workers.find((w) => w.id === id)?.pid ?? 0;
+
+/** PPid of a pid inside the namespace (0 when it is gone). */
+async function ppidIn(pid: number): Promise<number> {
+  const r = await sd.exec(["awk", "/^PPid:/ { print $2 }", `/proc/${pid}/status`]);
+  return Number(r.stdout.trim()) || 0;
+}
+
+/** One GET over a connection of its own (`Connection: close`, so no pooled connection to an old worker): the body. */
+function getFresh(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = "";
+    const c = connect(port, "127.0.0.1", () => c.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
+    c.setEncoding("utf8");
+    c.setTimeout(10_000, () => {
+      c.destroy();
+      reject(new Error("GET timed out"));
+    });
+    c.on("data", (d) => (buf += d));
+    c.on("error", reject);
+    c.on("end", () => {
+      if (!buf.startsWith("HTTP/1.1 200")) reject(new Error(`unexpected answer: ${JSON.stringify(buf.slice(0, 200))}`));
+      else resolve(buf.slice(buf.indexOf("\r\n\r\n") + 4));
+    });
+  });
+}
+
+/** Fresh-connection load rounds (2 s each, at most 5) until every pid in `want` has answered; the pids that did. */
+async function answering(port: number, want: number[]): Promise<Set<number>> {
+  const got = new Set<number>();
+  for (let round = 0; round < 5 && !want.every((p) => got.has(p)); round++) {
+    const res = await startLoad(port, { ms: 2000, keepAlive: 0, fresh: 8 }).done;
+    expect(res.failed).toBe(0);
+    for (const p of pidsServed(res)) got.add(p);
+  }
+  return got;
+}
+
+/**
+ * The directory of a unit's cgroup (systemctl show's ControlGroup) while it
+ * exists: under /sys/fs/cgroup on a unified (v2) machine, under its
+ * `unified` (hybrid) or `systemd` (legacy v1) hierarchy otherwise.
+ */
+async function cgroupDir(cg: string): Promise<string | undefined> {
+  for (const base of ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"]) {
+    if ((await sd.exec(["test", "-f", `${base}${cg}/cgroup.procs`])).code === 0) return `${base}${cg}`;
+  }
+  return undefined;
+}
+
+/** The pids listed in a cgroup's cgroup.procs (read inside the namespace: its pids), or undefined when the cgroup is gone. */
+async function cgroupProcs(dir: string): Promise<number[] | undefined> {
+  const r = await sd.exec(["sh", "-c", `cat '${dir}/cgroup.procs' 2>/dev/null || echo gone`]);
+  const out = r.stdout.trim();
+  if (out === "gone") return undefined;
+  return out.split(/\s+/).filter(Boolean).map(Number);
+}
+
+/**
+ * Start a workers unit: active, MainPID the PID file's pid, status lists 2
+ * running workers whose parent is MainPID. Returns the primary and status.
+ */
+async function startWorkers(s: Svc): Promise<{ primary: number; st: WorkersStatus }> {
+  const r = await sd.systemctl("start", s.service);
+  expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+  const sh = await show(s.service);
+  expect(sh.ActiveState).toBe("active");
+  expect(sh.SubState).toBe("running");
+  const primary = sh.MainPID;
+  expect(primary).toBeGreaterThan(1);
+  expect(await s.pid()).toBe(primary);
+  // The daemon is ready when every worker is: status lists them running at once.
+  const st = await statusIn(s);
+  expect(st.code).toBe(0);
+  expect(st.state).toBe("running");
+  expect(st.pid).toBe(primary);
+  expect(st.workers.map((w) => [w.id, w.state, w.restarts])).toEqual([[1, "running", 0], [2, "running", 0]]);
+  for (const w of st.workers) {
+    expect(w.pid).not.toBe(primary);
+    expect({ worker: w.id, ppid: await ppidIn(w.pid) }).toEqual({ worker: w.id, ppid: primary });
+  }
+  return { primary, st };
+}
+
+/**
+ * systemctl stop, as the contract has it: exit 0, inactive with
+ * Result=success, no SIGKILL in the unit's journal (neither systemd's
+ * "Killing process N ... with signal SIGKILL" for a leftover nor the
+ * primary's for a worker that would not drain), the unit's cgroup empty
+ * (or gone), every pid seen gone. `seen`: every process of the unit the
+ * test saw.
+ */
+async function stopChecked(s: Svc, seen: number[], label: string): Promise<void> {
+  const cg = await sd.prop(s.service, "ControlGroup");
+  expect({ label, cg }).not.toEqual({ label, cg: "" });
+  // The oracle must see the unit's processes while it runs, or "empty" below proves nothing.
+  const dir = await cgroupDir(cg);
+  expect({ label, cg, found: dir !== undefined }).toEqual({ label, cg, found: true });
+  const before = await cgroupProcs(dir!);
+  expect({ label, readable: before !== undefined }).toEqual({ label, readable: true });
+  const live: number[] = [];
+  for (const p of seen) if (!gone(await pidState(p))) live.push(p);
+  for (const p of live) expect({ label, pid: p, inCgroup: before!.includes(p) }).toEqual({ label, pid: p, inCgroup: true });
+  const r = await sd.systemctl("stop", s.service);
+  expect({ label, code: r.code, stderr: r.stderr }).toEqual({ label, code: 0, stderr: "" });
+  expect({ label, ActiveState: await sd.prop(s.service, "ActiveState"), Result: await sd.prop(s.service, "Result") }).toEqual({ label, ActiveState: "inactive", Result: "success" });
+  // From systemd's "Stopping" on (a test's own kill -9 before it is logged too, and is not the stop's).
+  const lines = (await sd.journal(s.service)).split("\n");
+  const from = lines.findLastIndex((l) => l.startsWith(`Stopping ${s.service}`));
+  expect({ label, stoppingLogged: from >= 0 }).toEqual({ label, stoppingLogged: true });
+  const kills = lines.slice(from).filter((l) => /SIGKILL|Killing process/.test(l));
+  expect({ label, kills }).toEqual({ label, kills: [] });
+  const after = await cgroupProcs(dir!);
+  expect({ label, left: after ?? [] }).toEqual({ label, left: [] });
+  const states: Record<number, string> = {};
+  for (const p of seen) states[p] = gone(await pidState(p)) ? "gone" : await pidState(p);
+  expect({ label, states }).toEqual({ label, states: Object.fromEntries(seen.map((p) => [p, "gone"])) });
+}
+
+describe.skipIf(!!skip)("workers under a real systemd: the unit `unit --workers 2` prints (issue 13)", () => {
+  const WORKERS = 2;
+  const noLimit = { "limit.conf": "[Unit]\nStartLimitIntervalSec=0\n" };
+
+  sdTest("1. start: the unit becomes active, MainPID is the primary (the PID file's pid), status --json lists 2 running workers whose parent is MainPID, both answer", async () => {
+    const s = await service("wk-start", noLimit, WORKERS);
+    const { primary, st } = await startWorkers(s);
+    const pids = st.workers.map((w) => w.pid);
+    const got = await answering(s.port, pids);
+    expect([...got].sort()).toEqual([...pids].sort());
+    // The primary serves nothing itself: every answer names a worker.
+    expect(got.has(primary)).toBe(false);
+    expect(pids).toContain(Number(/pid (\d+)/.exec(await getFresh(s.port))?.[1]));
+    expect(await sd.prop(s.service, "NRestarts")).toBe("0");
+    await stopChecked(s, [primary, ...pids], "stop after start");
+  }, 120_000);
+
+  sdTest("2. systemctl reload x5 under load (a rolling reload): 0 failed requests, MainPID unchanged, every worker pid new after each, the new version served", async () => {
+    const s = await service("wk-reload", noLimit, WORKERS);
+    const { primary, st } = await startWorkers(s);
+    let ws = st;
+    const seen = new Set(ws.workers.map((w) => w.pid));
+    const load = startLoad(s.port);
+    const watch = watchUnit(s.service);
+    await Bun.sleep(500);
+    for (let v = 2; v <= 6; v++) {
+      const old = ws.workers.map((w) => w.pid);
+      s.set("version", String(v));
+      const r = await sd.systemctl("reload", s.service);
+      expect({ v, code: r.code, stderr: r.stderr }).toEqual({ v, code: 0, stderr: "" });
+      // The reload is over when both workers are new ones, running; and systemd is back to active (READY=1 after RELOADING=1).
+      ws = await twoRunning(s, (x) => x.workers.every((w) => !seen.has(w.pid)));
+      expect(await waitFor(async () => (await show(s.service)).ActiveState === "active", 30_000, 200)).toBe(true);
+      expect({ v, ids: ws.workers.map((w) => [w.id, w.restarts]) }).toEqual({ v, ids: [[1, 0], [2, 0]] });
+      expect(ws.pid).toBe(primary);
+      const sh = await show(s.service);
+      expect({ v, MainPID: sh.MainPID, pidFile: await s.pid() }).toEqual({ v, MainPID: primary, pidFile: primary });
+      for (const w of ws.workers) {
+        seen.add(w.pid);
+        expect({ v, worker: w.id, ppid: await ppidIn(w.pid) }).toEqual({ v, worker: w.id, ppid: primary });
+      }
+      // The old workers drained and exited.
+      expect(await waitFor(async () => (await Promise.all(old.map(pidState))).every(gone), 15_000, 200)).toBe(true);
+      const now = ws.workers.map((w) => w.pid);
+      for (let i = 0; i < 4; i++) {
+        const body = await getFresh(s.port);
+        expect(body).toStartWith(`v${v} pid `);
+        expect(now).toContain(Number(/pid (\d+)/.exec(body)?.[1]));
+      }
+      await Bun.sleep(300);
+    }
+    const samples = await watch.stop();
+    const res = await load.stop();
+    summary("workers: systemctl reload x5", res);
+    console.log(`workers: systemctl reload x5: unit states sampled ${JSON.stringify([...new Set(samples.map((x) => `${x.ActiveState}/${x.SubState}`))])}`);
+    expect(res.failed).toBe(0);
+    expect(res.failures).toEqual({});
+    expect(res.ok).toBeGreaterThan(0);
+    // Every version answered the load client, and only workers did.
+    const versions = new Set(Object.keys(res.bodies).map((b) => /^v(\d+) /.exec(b)?.[1]));
+    expect([...versions].sort()).toEqual(["1", "2", "3", "4", "5", "6"]);
+    for (const p of pidsServed(res)) expect(seen.has(p)).toBe(true);
+    // Throughout: systemd's main pid was the primary, the unit active (reloading while a reload ran).
+    expect(samples.length).toBeGreaterThan(0);
+    for (const x of samples) expect(x.MainPID).toBe(primary);
+    for (const x of samples) expect(["active/running", "reloading/reload"]).toContain(`${x.ActiveState}/${x.SubState}`);
+    expect(await sd.prop(s.service, "NRestarts")).toBe("0");
+    await stopChecked(s, [primary, ...seen], "stop after 5 reloads");
+  }, 240_000);
+
+  sdTest("3. upgrade x3 under load: exit 0, 0 failed requests, MainPID is the new primary, its workers' parent is the new MainPID, systemd never supervises an alien, old primary and workers gone", async () => {
+    const s = await service("wk-upgrade", noLimit, WORKERS);
+    const first = await startWorkers(s);
+    let primary = first.primary;
+    let ws = first.st;
+    const primaries = [primary];
+    const seen = new Set(ws.workers.map((w) => w.pid));
+    const load = startLoad(s.port);
+    const watch = watchUnit(s.service);
+    await Bun.sleep(500);
+    for (let v = 2; v <= 4; v++) {
+      const old = { primary, workers: ws.workers.map((w) => w.pid) };
+      s.set("version", String(v));
+      const u = await s.upgrade();
+      expect({ v, code: u.code, stderr: u.stderr }).toEqual({ v, code: 0, stderr: "" });
+      const now = (await s.pid())!;
+      expect(primaries).not.toContain(now);
+      expect(u.stdout).toContain(`pid ${old.primary} -> ${now}`);
+      const sh = await show(s.service);
+      expect({ v, ActiveState: sh.ActiveState, MainPID: sh.MainPID }).toEqual({ v, ActiveState: "active", MainPID: now });
+      // upgrade exits 0 once the old primary has exited.
+      expect({ v, oldPrimary: gone(await pidState(old.primary)) }).toEqual({ v, oldPrimary: true });
+      ws = await twoRunning(s, (x) => x.workers.every((w) => !seen.has(w.pid)));
+      expect(ws.pid).toBe(now);
+      for (const w of ws.workers) {
+        seen.add(w.pid);
+        expect({ v, worker: w.id, ppid: await ppidIn(w.pid) }).toEqual({ v, worker: w.id, ppid: now });
+      }
+      // The new primary is systemd's child (through the relay), so systemd waits for it.
+      expect({ v, primaryPpid: await ppidIn(now) }).toEqual({ v, primaryPpid: 1 });
+      expect(await waitFor(async () => (await Promise.all(old.workers.map(pidState))).every(gone), 15_000, 200)).toBe(true);
+      const pids = ws.workers.map((w) => w.pid);
+      for (let i = 0; i < 4; i++) {
+        const body = await getFresh(s.port);
+        expect(body).toStartWith(`v${v} pid `);
+        expect(pids).toContain(Number(/pid (\d+)/.exec(body)?.[1]));
+      }
+      primary = now;
+      primaries.push(now);
+      await Bun.sleep(300);
+    }
+    const samples = await watch.stop();
+    const res = await load.stop();
+    summary("workers: 3 upgrades", res);
+    expect(res.failed).toBe(0);
+    expect(res.failures).toEqual({});
+    expect(res.ok).toBeGreaterThan(0);
+    const versions = new Set(Object.keys(res.bodies).map((b) => /^v(\d+) /.exec(b)?.[1]));
+    expect([...versions].sort()).toEqual(["1", "2", "3", "4"]);
+    for (const p of pidsServed(res)) expect(seen.has(p)).toBe(true);
+    expect(samples.length).toBeGreaterThan(0);
+    expect(new Set(samples.map((x) => `${x.ActiveState}/${x.SubState}`))).toEqual(new Set(["active/running"]));
+    for (const x of samples) expect(primaries).toContain(x.MainPID);
+    expect(await sd.prop(s.service, "NRestarts")).toBe("0");
+    const aliens = (await sd.journal(s.service)).split("\n").filter((l) => l.includes("which is not our child"));
+    expect(aliens).toEqual([]);
+    // No primary or worker but the last ones is left.
+    for (const p of [...primaries.slice(0, -1), ...[...seen].filter((p) => !ws.workers.some((w) => w.pid === p))]) {
+      expect({ pid: p, gone: gone(await pidState(p)) }).toEqual({ pid: p, gone: true });
+    }
+    await stopChecked(s, [...primaries, ...seen], "stop after 3 upgrades");
+  }, 240_000);
+
+  sdTest("4. kill -9 of a worker: the unit stays active, MainPID unchanged, the worker is replaced (restarts 1), requests keep being answered", async () => {
+    const keepAlive = 16;
+    const fresh = 8;
+    const s = await service("wk-kill", noLimit, WORKERS);
+    const { primary, st } = await startWorkers(s);
+    const [w1, w2] = [workerPid(st, 1), workerPid(st, 2)];
+    const load = startLoad(s.port, { keepAlive, fresh });
+    const watch = watchUnit(s.service);
+    await Bun.sleep(1000);
+    const k = await sd.exec(["kill", "-9", String(w1)]);
+    expect({ code: k.code, stderr: k.stderr }).toEqual({ code: 0, stderr: "" });
+    const after = await twoRunning(s, (x) => workerPid(x, 1) !== w1);
+    const n1 = workerPid(after, 1);
+    expect(after.workers.find((w) => w.id === 1)).toMatchObject({ restarts: 1, state: "running" });
+    expect(after.workers.find((w) => w.id === 2)).toMatchObject({ pid: w2, restarts: 0, state: "running" });
+    expect(after.pid).toBe(primary);
+    expect(await ppidIn(n1)).toBe(primary);
+    expect(gone(await pidState(w1))).toBe(true);
+    // Let the load client talk to the replacement for a while.
+    await Bun.sleep(1500);
+    const samples = await watch.stop();
+    const res = await load.stop();
+    summary("workers: kill -9 of a worker", res);
+    // Only requests in flight on the dead worker may fail; the socket never closes.
+    expect(res.failures.refused).toBeUndefined();
+    expect(res.failed).toBeLessThanOrEqual(keepAlive + fresh);
+    expect(res.ok).toBeGreaterThan(0);
+    // Answered after the kill too: by the replacement and the other worker.
+    const got = await answering(s.port, [n1, w2]);
+    expect({ n1: got.has(n1), w2: got.has(w2) }).toEqual({ n1: true, w2: true });
+    expect(samples.length).toBeGreaterThan(0);
+    expect(new Set(samples.map((x) => `${x.ActiveState}/${x.SubState}/${x.MainPID}`))).toEqual(new Set([`active/running/${primary}`]));
+    const sh = await show(s.service);
+    expect({ ActiveState: sh.ActiveState, MainPID: sh.MainPID, pidFile: await s.pid() }).toEqual({ ActiveState: "active", MainPID: primary, pidFile: primary });
+    // systemd restarted nothing: the primary replaced the worker.
+    expect(await sd.prop(s.service, "NRestarts")).toBe("0");
+    await stopChecked(s, [primary, w1, n1, w2], "stop after kill -9");
+  }, 150_000);
+
+  sdTest("5. systemctl stop: inactive with Result=success, no SIGKILL in the journal, no process of the unit left (its cgroup is empty or gone)", async () => {
+    const s = await service("wk-stop", noLimit, WORKERS);
+    const { primary, st } = await startWorkers(s);
+    const pids = [primary, ...st.workers.map((w) => w.pid)];
+    // Stopped while serving: a load client runs through the stop (what it counts is not the contract here).
+    const load = startLoad(s.port, { keepAlive: 4, fresh: 2 });
+    await Bun.sleep(500);
+    await stopChecked(s, pids, "stop");
+    await load.stop();
+    expect(await sd.prop(s.service, "MainPID")).toBe("0");
+    // The primary removed its PID file on the way out.
+    expect((await sd.exec(["test", "-e", s.pidFile])).code).toBe(1);
+  }, 120_000);
+});
+describe.skipIf(!!skip)("after every test of the file", () => {
   test("after it all the host is still intact", () => {
     expect(sd.hostIntact()).toEqual({ sentinel: true, devLog: "unchanged" });
   });
