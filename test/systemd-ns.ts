@@ -8,7 +8,7 @@
  * /tmp must survive the boot, and the namespace is torn down by SIGKILL of its
  * PID 1, which takes every process in it along.
  */
-import { existsSync, lstatSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run, track, waitFor, type Result } from "./helpers.ts";
@@ -81,6 +81,23 @@ const devLogState = () => {
   }
 };
 
+/**
+ * The namespace's systemd has no cgroup namespace of its own: it makes its
+ * units' cgroups in the host's tree (system.slice/UNIT). A unit still
+ * running when PID 1 is SIGKILLed leaves its cgroup behind, empty once the
+ * namespace is gone: those of the units we installed are removed (rmdir
+ * only removes an empty cgroup, and only these names are tried).
+ */
+function removeUnitCgroups(units: Set<string>): void {
+  for (const root of ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"]) {
+    for (const u of units) {
+      try {
+        rmdirSync(join(root, "system.slice", u));
+      } catch {}
+    }
+  }
+}
+
 /** Boot systemd; throws with the reason if it does not come up. */
 export async function bootSystemd(): Promise<Systemd> {
   const sentinel = join(tmpdir(), `bd-systemd-sentinel-${process.pid}-${Date.now()}`);
@@ -123,6 +140,7 @@ export async function bootSystemd(): Promise<Systemd> {
     outer.kill("SIGKILL");
     throw new Error(`systemd did not start in the namespace: ${await new Response(outer.stderr).text()}`);
   }
+  const installed = new Set<string>();
   // Deliberately not track()ed: the test files' afterEach would SIGTERM it
   // between tests; the namespace lives for the file and dies by SIGKILL.
   const exec = (cmd: string[], timeoutMs = 60_000) => run(["nsenter", "-t", String(pid), "-m", "-p", "-u", ...cmd], { timeoutMs });
@@ -137,6 +155,8 @@ export async function bootSystemd(): Promise<Systemd> {
       return (await exec(["journalctl", "--no-pager", "-o", "cat", "-u", unit])).stdout;
     },
     async install(name, text) {
+      const unit = name.split("/")[0]!.replace(/\.d$/, "");
+      if (/\.(service|socket)$/.test(unit)) installed.add(unit);
       const file = `/run/systemd/system/${name}`;
       const w = await exec(["sh", "-c", `mkdir -p "$(dirname '${file}')" && cat > '${file}' <<'BD_UNIT_EOF'\n${text}BD_UNIT_EOF\n`]);
       if (w.code !== 0) throw new Error(`writing ${name}: ${w.stderr}`);
@@ -150,6 +170,7 @@ export async function bootSystemd(): Promise<Systemd> {
       } catch {}
       await outer.exited;
       rmSync(sentinel, { force: true });
+      removeUnitCgroups(installed);
     },
   };
   const up = await waitFor(async () => /^(running|degraded)$/.test((await exec(["systemctl", "is-system-running"])).stdout.trim()), 30_000, 200);
