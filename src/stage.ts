@@ -114,17 +114,21 @@ function adoptStartupPipe(readFd: number, logFd: number): void {
  * to the launcher as FRAME_OUTPUT frames, in order. Under load the launcher
  * may not have drained the pipe when ready() comes; without this the
  * daemon's pump (adoptStartupPipe) would read the last startup lines and
- * the terminal would never see them.
+ * the terminal would never see them. True when it read to the end: no
+ * write end is left, so there is nothing to pump.
  */
-function handOverUnread(readFd: number, send: (frame: Uint8Array) => void): void {
+function handOverUnread(readFd: number, send: (frame: Uint8Array) => void): boolean {
   setNonblock(readFd);
   const buf = new Uint8Array(OUTPUT_CHUNK);
+  let n: number;
   for (;;) {
-    const n = readInto(readFd, buf);
+    n = readInto(readFd, buf);
     if (n <= 0) break;
     send(encodeBytes(FRAME_OUTPUT, buf.subarray(0, n)));
   }
   clearNonblock(readFd);
+  // 0 is end of file: no write end is left (nothing spawned during init still holds one).
+  return n === 0;
 }
 
 /**
@@ -208,9 +212,12 @@ export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
       if (logFd < 0) closeFd(target);
       // What we wrote before ready and the launcher has not read yet: ours to
       // hand over now, or the pump below would take it for the log file.
-      if (pipeRead >= 0) handOverUnread(pipeRead, (frame) => send(frame));
+      const nobodyWrites = pipeRead >= 0 && handOverUnread(pipeRead, (frame) => send(frame));
       send(encodeJson(FRAME_READY, { pid: process.pid }), true);
-      if (pipeRead >= 0) adoptStartupPipe(pipeRead, logFd);
+      // Closed at once when no program still writes to it, so the daemon holds no
+      // startup pipe from its ready on (not a moment later, when the pump would see the end).
+      if (nobodyWrites) closeFd(pipeRead);
+      else if (pipeRead >= 0) adoptStartupPipe(pipeRead, logFd);
     },
     fail: failWith,
     stopping(graceMs: number) {
