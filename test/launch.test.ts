@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { daemonize, DaemonError } from "../src/index.ts";
-import { alive, BUN, cleanupProcesses, fdTargets, ROOT, run, startedPid, tempDir, track, waitFor } from "./helpers.ts";
+import { alive, BUN, cleanupProcesses, fdTargets, freePort, ROOT, run, startedPid, tempDir, track, waitFor } from "./helpers.ts";
 
 cleanupProcesses();
 const dir = tempDir("bd-launch-");
@@ -131,7 +131,7 @@ describe("exit statuses (item 15)", () => {
 describe("runtime flags (item 7)", () => {
   test("--no-orphans and --inspect are not passed to the daemon; other flags are", async () => {
     const { pidFile, events } = fresh();
-    const port = 30000 + Math.floor(Math.random() * 9000);
+    const port = freePort();
     const r = await runTracked([BUN, "--no-orphans", `--inspect=127.0.0.1:${port}`, "--smol", APP, "start", "--pid-file", pidFile], { L_EVENTS: events });
     expect(r.stderr).not.toContain("failed");
     expect(r.code).toBe(0);

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { alive, BUN, cleanupProcesses, ROOT, run, startedPid, tempDir, track, waitFor } from "./helpers.ts";
+import { alive, BUN, cleanupProcesses, freePort, ROOT, run, startedPid, tempDir, track, waitFor } from "./helpers.ts";
 
 cleanupProcesses();
 const dir = tempDir("bd-lazy-");
@@ -53,7 +53,7 @@ for (const style of ["bun run", "compiled (--splitting)"] as const) {
 
     test("hooks the app module registers run, with typed options (a port given before the command word)", async () => {
       const { pidFile } = fresh();
-      const port = 31000 + Math.floor(Math.random() * 8000);
+      const port = freePort();
       const r = await run(cmd("-p", String(port), "start", "--pid-file", pidFile));
       const pid = track(startedPid(r.stdout))!;
       expect(r.code).toBe(0);
