@@ -12,6 +12,7 @@
  *
  * BENCH_CHURN_MS=N sets the load window (default 10 000 ms); the counts of
  * replacements scale with it (15 per 10 s stay 15 per 10 s).
+ * BENCH_CHURN_ONLY=daemon,upgrade-5 runs only the variants named.
  */
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -37,7 +38,9 @@ const FRESH = 8;
 /** Workers wherever there are workers. */
 const WORKERS = 2;
 /** Replacements per 10 s window. */
-const COUNTS = { upgrade: 15, restart: 15, clusterRoll: 5, clusterCrash: 10, pm2Reload: 15, workersReload: 15, workersCrash: 10 };
+const COUNTS = { upgrade: 15, restart: 15, clusterRoll: 5, clusterCrash: 10, pm2Reload: 15, workersReload: 15, workersCrash: 10, atClusterPace: 5 };
+/** BENCH_CHURN_ONLY=key,key: run only these variants (their references too, if named). */
+const ONLY = process.env.BENCH_CHURN_ONLY?.split(",").filter(Boolean);
 /** Events scaled to a window: the same rate as N per 10 s, at least one. */
 const scaled = (n: number, ms: number) => Math.max(1, Math.round((n * ms) / 10_000));
 
@@ -614,7 +617,7 @@ interface Tally {
 export async function churn(o: Options): Promise<Section> {
   const runs = runsOf(o, 1);
   const notes: string[] = [];
-  const pm2 = await installPm2();
+  const pm2 = ONLY && !ONLY.some((k) => k.startsWith("pm2")) ? "not in BENCH_CHURN_ONLY" : await installPm2();
   let pm2Skip = typeof pm2 === "string" ? pm2 : undefined;
   const pm2Ok = typeof pm2 === "string" ? undefined : pm2;
 
@@ -631,6 +634,8 @@ export async function churn(o: Options): Promise<Section> {
     { key: "cl-crash", label: "node:cluster worker crash", churn: "kill -9 of a worker", events: COUNTS.clusterCrash, steady: "cluster", eventLabel: "node:cluster crash: kill -9 → the replacement answers", start: () => setups.cluster("crash") },
     { key: "pm2-reload", label: "pm2 cluster `pm2 reload`", churn: "`pm2 reload`", events: COUNTS.pm2Reload, steady: "pm2", eventLabel: "`pm2 reload`, spawn to exit", start: () => pm2App(pm2Ok!, true) },
     { key: "w-reload", label: `bun-daemon workers: rolling \`reload\``, churn: "`reload`", events: COUNTS.workersReload, steady: "w2", eventLabel: "workers `reload`, spawn to exit (+ until every worker is new)", start: () => setups.workersReload() },
+    { key: "upgrade-5", label: "bun-daemon `upgrade`, at node:cluster's pace", churn: "`upgrade`", events: COUNTS.atClusterPace, steady: "daemon", eventLabel: "`upgrade` ×5, spawn to exit", start: () => setups.upgrade() },
+    { key: "w-reload-5", label: "bun-daemon workers: rolling `reload`, at node:cluster's pace", churn: "`reload`", events: COUNTS.atClusterPace, steady: "w2", eventLabel: "workers `reload` ×5, spawn to exit", start: () => setups.workersReload() },
     { key: "w-crash", label: "bun-daemon workers: worker crash", churn: "kill -9 of a worker", events: COUNTS.workersCrash, steady: "w2", eventLabel: "workers crash: kill -9 → the replacement answers", start: () => setups.workersCrash() },
   ];
   const tallies = new Map<string, Tally>(variants.map((v) => [v.key, { failures: {}, errors: [], windows: [] }]));
@@ -639,6 +644,7 @@ export async function churn(o: Options): Promise<Section> {
     for (const k of keys) tally(k).skipped ??= why;
   };
   if (pm2Skip) skip(["pm2", "pm2-reload"], pm2Skip);
+  if (ONLY) skip(variants.map((v) => v.key).filter((k) => !ONLY.includes(k)), "not in BENCH_CHURN_ONLY");
 
   // Whether bun-daemon workers run here at all: one `start --workers 2`, untimed.
   try {
