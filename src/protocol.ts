@@ -8,6 +8,15 @@
 export const STAGE_STATUS_FD = 3;
 export const STAGE_PIDFILE_FD = 4;
 
+/** Throws (a plain Error saying which) unless fd 3 is a pipe and fd 4 is the open file at `pidFile`: what a launcher or an upgrading daemon leaves a stage. */
+export function checkStageFds(pidFile: string): void {
+  const { fstatSync, statSync } = require("node:fs") as typeof import("node:fs");
+  if (!fstatSync(STAGE_STATUS_FD).isFIFO()) throw new Error("fd 3 is not a pipe");
+  const a = fstatSync(STAGE_PIDFILE_FD);
+  const b = statSync(pidFile);
+  if (a.ino !== b.ino || a.dev !== b.dev) throw new Error(`fd 4 is not ${pidFile}`);
+}
+
 export const FRAME_PID = 1; // intermediate child: the daemon's pid (i32 payload)
 export const FRAME_FORK_FAILED = 2; // intermediate child: errno of the second fork
 export const FRAME_EXEC_FAILED = 3; // grandchild: errno of execve

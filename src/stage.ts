@@ -3,7 +3,6 @@
  * (never inherited by children, never in the environment). The launcher
  * hands it the status pipe on fd 3 and the locked PID file on fd 4.
  */
-import { fstatSync, statSync } from "node:fs";
 import { DaemonError, errorText } from "./errors.ts";
 import {
   clearNonblock, closeFd, O_NOCTTY, O_RDONLY, O_RDWR, openFile, readInto, redirectFd, setCloexec, setNonblock, setProcessName, writeAll,
@@ -12,7 +11,7 @@ import { accountOf } from "./environment.ts";
 import { openLogFile, releasePidFile, writePid, type PidFileLock } from "./pidfile.ts";
 import { fdTarget, listFds } from "./proc.ts";
 import {
-  encodeBytes, encodeJson, failureFrame, FRAME_OUTPUT, FRAME_READY, FRAME_STOPPING, OUTPUT_CHUNK, STAGE_PIDFILE_FD, STAGE_STATUS_FD,
+  checkStageFds, encodeBytes, encodeJson, failureFrame, FRAME_OUTPUT, FRAME_READY, FRAME_STOPPING, OUTPUT_CHUNK, STAGE_PIDFILE_FD, STAGE_STATUS_FD,
 } from "./protocol.ts";
 
 export { isDaemonStage, STAGE_MARKER } from "./marker.ts";
@@ -142,10 +141,7 @@ function handOverUnread(readFd: number, send: (frame: Uint8Array) => void): bool
  */
 export function enterStage(opts: StageOptions, deferPid = false): DaemonHandle {
   try {
-    if (!fstatSync(STAGE_STATUS_FD).isFIFO()) throw new Error("fd 3 is not a pipe");
-    const a = fstatSync(STAGE_PIDFILE_FD);
-    const b = statSync(opts.pidFile);
-    if (a.ino !== b.ino || a.dev !== b.dev) throw new Error(`fd 4 is not ${opts.pidFile}`);
+    checkStageFds(opts.pidFile);
   } catch (err) {
     throw new DaemonError(
       "STAGE",

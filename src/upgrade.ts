@@ -4,14 +4,13 @@
  * PID file, and waits for its readiness on a status pipe; the new one takes
  * the PID file at ready. Both sides of that handover live here.
  */
-import { fstatSync, statSync } from "node:fs";
 import { DaemonError, errorText } from "./errors.ts";
 import { closeFd, pidfdOpen, pidfdSendSignal, pipe, setCloexec, setProcessName, writeAll } from "./ffi.ts";
 import { handover, HANDOVER_FIRST_FD } from "./listeners.ts";
 import { RELAY_MARKER, STAGE_MARKER } from "./marker.ts";
 import type { PidFileLock } from "./pidfile.ts";
 import {
-  encodeInt, failureFrame, FRAME_FAILED, FRAME_PID, FRAME_READY, FRAME_STOPPING, FrameReader, parentPipeHandle, payloadInt, payloadJson, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage,
+  checkStageFds, encodeInt, failureFrame, FRAME_FAILED, FRAME_PID, FRAME_READY, FRAME_STOPPING, FrameReader, parentPipeHandle, payloadInt, payloadJson, STAGE_PIDFILE_FD, STAGE_STATUS_FD, type FailureMessage,
 } from "./protocol.ts";
 import type { DaemonHandle } from "./stage.ts";
 
@@ -163,6 +162,7 @@ export async function startSuccessor(o: SuccessorOptions): Promise<SuccessorOutc
     for (const k of ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "WATCHDOG_PID"]) delete env[k];
     // Positions 3, 4, then the listeners from HANDOVER_FIRST_FD on (the relay keeps them there).
     const extra: number[] = [statusW, o.lock.fd];
+    if (3 + extra.length !== HANDOVER_FIRST_FD) throw new Error(`the handed-over fds would start at ${3 + extra.length}, not ${HANDOVER_FIRST_FD}`);
     env[RELAY_FDS_ENV] = String(3 + extra.length + h.fds.length);
     const relay = Bun.spawn(programArgv(), { argv0: RELAY_MARKER, env, stdio: ["ignore", 1, 2, ...extra, ...h.fds] as never });
     closeFd(statusW);
@@ -262,10 +262,7 @@ export function takeUpgradeEnv(): { pid: number; mode: "daemon" | "foreground" }
  */
 export function successorHandle(opts: { name: string; pidFile: string; reopen?: () => boolean }): DaemonHandle {
   try {
-    if (!fstatSync(STAGE_STATUS_FD).isFIFO()) throw new Error("fd 3 is not a pipe");
-    const a = fstatSync(STAGE_PIDFILE_FD);
-    const b = statSync(opts.pidFile);
-    if (a.ino !== b.ino || a.dev !== b.dev) throw new Error(`fd 4 is not ${opts.pidFile}`);
+    checkStageFds(opts.pidFile);
   } catch (err) {
     throw new DaemonError("STAGE", `started to take over a daemon, but without its handover (${errorText(err)})`, { cause: err });
   }

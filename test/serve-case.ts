@@ -5,6 +5,7 @@
  * every pid it names tracked for cleanup.
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { freePort, run, startedPid, track, type Result } from "./helpers.ts";
 
@@ -55,4 +56,27 @@ export function serveCase(home: string, name: string, program: string[], extraEn
     },
   };
   return c;
+}
+
+/**
+ * One GET / over a connection of its own (`Connection: close`, so no pooled
+ * connection to an old process): the body of a 200, else a rejection
+ * naming what came back. Bounded at 10 s.
+ */
+export function getFresh(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = "";
+    const c = connect(port, "127.0.0.1", () => c.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
+    c.setEncoding("utf8");
+    c.setTimeout(10_000, () => {
+      c.destroy();
+      reject(new Error("GET timed out"));
+    });
+    c.on("data", (d) => (buf += d));
+    c.on("error", reject);
+    c.on("end", () => {
+      if (!buf.startsWith("HTTP/1.1 200")) reject(new Error(`unexpected answer: ${JSON.stringify(buf.slice(0, 200))}`));
+      else resolve(buf.slice(buf.indexOf("\r\n\r\n") + 4));
+    });
+  });
 }

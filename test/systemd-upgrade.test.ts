@@ -26,10 +26,10 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
 import { join } from "node:path";
 import { BUN, cleanupProcesses, freePort, ROOT, run, tempDir, track, waitFor } from "./helpers.ts";
 import type { LoadResult } from "./load.ts";
+import { getFresh } from "./serve-case.ts";
 import { bootSystemd, systemdSkipReason, type Systemd } from "./systemd-ns.ts";
 
 cleanupProcesses();
@@ -410,24 +410,6 @@ async function ppidIn(pid: number): Promise<number> {
   return Number(r.stdout.trim()) || 0;
 }
 
-/** One GET over a connection of its own (`Connection: close`, so no pooled connection to an old worker): the body. */
-function getFresh(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = "";
-    const c = connect(port, "127.0.0.1", () => c.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
-    c.setEncoding("utf8");
-    c.setTimeout(10_000, () => {
-      c.destroy();
-      reject(new Error("GET timed out"));
-    });
-    c.on("data", (d) => (buf += d));
-    c.on("error", reject);
-    c.on("end", () => {
-      if (!buf.startsWith("HTTP/1.1 200")) reject(new Error(`unexpected answer: ${JSON.stringify(buf.slice(0, 200))}`));
-      else resolve(buf.slice(buf.indexOf("\r\n\r\n") + 4));
-    });
-  });
-}
 
 /** Fresh-connection load rounds (2 s each, at most 5) until every pid in `want` has answered; the pids that did. */
 async function answering(port: number, want: number[]): Promise<Set<number>> {

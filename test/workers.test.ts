@@ -13,11 +13,11 @@
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
 import { availableParallelism, cpus } from "node:os";
 import { join } from "node:path";
 import { alive, BUN, cleanupProcesses, freePort, ROOT, run, startedPid, statusField, stopTracked, tempDir, track, waitFor, type Result } from "./helpers.ts";
 import type { LoadResult } from "./load.ts";
+import { getFresh as get } from "./serve-case.ts";
 
 const APP = join(ROOT, "test/fixtures/workers-app.ts");
 const LOAD = join(ROOT, "test/load.ts");
@@ -204,25 +204,6 @@ afterEach(stopCases);
 afterAll(stopCases);
 cleanupProcesses();
 
-/** One GET over a connection of its own (`Connection: close`): the body. */
-function get(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = "";
-    const s = connect(port, "127.0.0.1", () => s.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
-    s.setEncoding("utf8");
-    s.setTimeout(10_000, () => {
-      s.destroy();
-      reject(new Error("GET timed out"));
-    });
-    s.on("data", (d) => (buf += d));
-    s.on("error", reject);
-    s.on("end", () => {
-      const i = buf.indexOf("\r\n\r\n");
-      if (!buf.startsWith("HTTP/1.1 200")) reject(new Error(`unexpected answer: ${JSON.stringify(buf.slice(0, 200))}`));
-      else resolve(buf.slice(i + 4));
-    });
-  });
-}
 
 /** worker id -> pid, from the bodies a load run got ("v1 worker 2 pid 1234"). */
 function servers(res: LoadResult): Map<number, Set<number>> {
