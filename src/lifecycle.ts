@@ -20,7 +20,7 @@ import { startWatchdog } from "./watchdog.ts";
 import { startHealth, type HealthOptions } from "./health.ts";
 import type { ReadyFd } from "./ready-fd.ts";
 import { livingOthers } from "./proc.ts";
-import { rememberStartEnv } from "./upgrade.ts";
+import { rememberStartEnv, watchPredecessor } from "./upgrade.ts";
 
 export interface LifecycleOptions {
   name: string;
@@ -151,6 +151,8 @@ export class Lifecycle {
   private upgradePid: number | undefined;
   /** The primary's workers. */
   private pool: import("./workers.ts").WorkerPool | undefined;
+  /** An upgrade's new process: ends the watch on the old one (at ready). */
+  private unwatchPredecessor: (() => void) | undefined;
 
   constructor(private readonly o: LifecycleOptions) {}
 
@@ -333,6 +335,7 @@ export class Lifecycle {
       // pid, and only then the old process hears it may go. A reader that
       // finds our pid finds our state; systemd never sees the old pid exit as main.
       this.stateFile?.promote(statePathFor(this.o.lock.path));
+      this.unwatchPredecessor?.();
       this.o.lock.passive = false;
       writePid(this.o.lock, process.pid);
       notYetMain = false;
@@ -674,7 +677,15 @@ export class Lifecycle {
   private install(): void {
     // The environment as it came, for an upgrade's new process: before anything is taken out.
     rememberStartEnv();
-    if (this.o.successor) notYetMain = true;
+    if (this.o.successor) {
+      notYetMain = true;
+      const pid = this.o.successor.pid;
+      this.unwatchPredecessor = watchPredecessor(pid, () => {
+        if (this.state !== "starting") return;
+        this.o.log.warn(`pid ${pid}, which it was to take over, is gone: stopping before ready (start the daemon again)`);
+        this.stop(`the end of pid ${pid}`, 1);
+      });
+    }
     // First: a program spawned from here on (by init, or the app's import) must not speak for us.
     takeSupervisorEnv();
     // A daemon lives until told to stop, even with nothing left to wait for.

@@ -5,7 +5,7 @@
  * the PID file at ready. Both sides of that handover live here.
  */
 import { DaemonError, errorText } from "./errors.ts";
-import { closeFd, pidfdOpen, pidfdSendSignal, pipe, setCloexec, setProcessName, writeAll } from "./ffi.ts";
+import { closeFd, ESRCH, pidfdOpen, pidfdSendSignal, pipe, pollIn, POLLIN, sendSignal, setCloexec, setProcessName, writeAll } from "./ffi.ts";
 import { handover, HANDOVER_FIRST_FD } from "./listeners.ts";
 import { RELAY_MARKER, STAGE_MARKER } from "./marker.ts";
 import type { PidFileLock } from "./pidfile.ts";
@@ -252,6 +252,36 @@ export function takeUpgradeEnv(): { pid: number; mode: "daemon" | "foreground" }
     predecessor = m ? { pid: Number(m[1]), mode: m[2] as "daemon" | "foreground" } : null;
   }
   return predecessor ?? undefined;
+}
+
+/**
+ * In the new process until it is ready: call `gone` once if the daemon it
+ * takes over from (`pid`) exits first. It is not that daemon's child (the
+ * relay started it), so nothing else would stop it: a SIGKILLed old daemon,
+ * or one that stopped before it heard our pid, would leave a daemon nobody
+ * knows of. Watched through a pidfd (readable once the process has exited),
+ * polled every 100 ms; returns the function that ends the watch.
+ */
+export function watchPredecessor(pid: number, gone: () => void): () => void {
+  const fd = pidfdOpen(pid);
+  const exited = () => (fd >= 0 ? ((pollIn([fd], 0)[0] ?? 0) & POLLIN) !== 0 : sendSignal(pid, 0) === ESRCH);
+  let timer: ReturnType<typeof setInterval> | undefined;
+  const end = () => {
+    clearInterval(timer);
+    timer = undefined;
+    if (fd >= 0) closeFd(fd);
+  };
+  const check = () => {
+    if (timer === undefined || !exited()) return;
+    end();
+    gone();
+  };
+  timer = setInterval(check, 100);
+  // Already gone (it was SIGKILLed before we got here): at once, from the event loop.
+  setImmediate(check);
+  return () => {
+    if (timer !== undefined) end();
+  };
 }
 
 /**

@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { alive, BUN, cleanupProcesses, ROOT, tempDir, track, waitFor } from "./helpers.ts";
+import { alive, BUN, cleanupProcesses, pidsMentioning, ROOT, tempDir, track, waitFor } from "./helpers.ts";
 import type { LoadResult } from "./load.ts";
 import { serveCase, type ServeCase } from "./serve-case.ts";
 
@@ -149,24 +149,36 @@ describe("upgrade", () => {
 });
 
 describe("upgrade and the rest of the lifecycle", () => {
+  /** The upgrade's new process: the daemon stage on this PID file that is not `old` (not the old one's child: the relay started it). */
+  const successorOf = (c: Case, old: number) => () =>
+    pidsMentioning(c.pidFile).find((p) => p !== old && readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith("bun-daemon:stage\0"));
+
   test("a stop while the new process is still starting stops it too: nothing is left running", async () => {
     const c = setup();
     expect((await c.cli(["start", "--pid-file", c.pidFile, "--log-file", c.log])).code).toBe(0);
     const old = c.pid()!;
     c.set("slow-init-ms", "20000");
     process.kill(old, "SIGUSR2");
-    // The new process exists once the old one's log says so.
-    const child = () => {
-      try {
-        return Number(readFileSync(`/proc/${old}/task/${old}/children`, "utf8").trim().split(/\s+/)[0]) || undefined;
-      } catch {
-        return undefined;
-      }
-    };
-    expect(await waitFor(() => child() !== undefined, 10_000)).toBe(true);
-    const fresh = track(child())!;
+    const successor = successorOf(c, old);
+    expect(await waitFor(() => successor() !== undefined, 10_000)).toBe(true);
+    const fresh = track(successor())!;
     expect((await c.cli(["stop", "--pid-file", c.pidFile])).code).toBe(0);
     expect(await waitFor(() => !alive(fresh), 10_000)).toBe(true);
+  }, 60_000);
+
+  test("the old daemon killed outright (SIGKILL) during an upgrade: the new process, not ready yet, does not live on", async () => {
+    const c = setup();
+    expect((await c.cli(["start", "--pid-file", c.pidFile, "--log-file", c.log])).code).toBe(0);
+    const old = c.pid()!;
+    c.set("slow-init-ms", "20000");
+    process.kill(old, "SIGUSR2");
+    const successor = successorOf(c, old);
+    expect(await waitFor(() => successor() !== undefined, 10_000)).toBe(true);
+    const fresh = track(successor())!;
+    process.kill(old, "SIGKILL");
+    // Nobody is left to take over from: it stops, its init cut short (after at most the 10 s shutdown timeout), before its 20 s init would end.
+    expect(await waitFor(() => !alive(fresh), 30_000)).toBe(true);
+    expect(readFileSync(c.log, "utf8")).toContain(`pid ${old}, which it was to take over, is gone`);
   }, 60_000);
 
   test("an app that listens for SIGUSR2 itself keeps it: no upgrade starts", async () => {
