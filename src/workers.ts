@@ -7,7 +7,7 @@
 import { cpus } from "node:os";
 import { DaemonError, errorText } from "./errors.ts";
 import { closeFd, pipe, sendFds, socketPair } from "./ffi.ts";
-import { takeListener } from "./listeners.ts";
+import { HANDOVER_ENV, takeListener } from "./listeners.ts";
 import type { Logger } from "./log.ts";
 import { STAGE_MARKER } from "./marker.ts";
 import { SUPERVISOR_ENV } from "./notify.ts";
@@ -15,7 +15,6 @@ import {
   FRAME_FAILED, FRAME_LISTEN, FRAME_READY, FRAME_STOPPING, FrameReader, payloadJson, type FailureMessage, type ListenMessage, type ReadyMessage,
 } from "./protocol.ts";
 import { programArgv, startEnvironment, UPGRADE_ENV } from "./upgrade.ts";
-import { HANDOVER_ENV } from "./listeners.ts";
 import { WORKER_ENV, type ListenAnswer } from "./worker.ts";
 import type { WorkerRecord } from "./state.ts";
 

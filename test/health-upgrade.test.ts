@@ -12,15 +12,14 @@
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { alive, BUN, cleanupProcesses, freePort, ROOT, tempDir, track, waitFor } from "./helpers.ts";
+import { alive, BUN, cleanupProcesses, freePort, ROOT, tempDir, waitFor } from "./helpers.ts";
 import type { LoadResult } from "./load.ts";
-import { serveCase, type ServeCase } from "./serve-case.ts";
+import { loadClient, serveCase, type ServeCase } from "./serve-case.ts";
 
 cleanupProcesses();
 const SERVE_APP = join(ROOT, "test/fixtures/serve-app.ts");
 const HEALTH_APP = join(ROOT, "test/fixtures/health-app.ts");
 const HEALTH_SERVE_APP = join(ROOT, "test/fixtures/health-serve-app.ts");
-const LOAD = join(ROOT, "test/load.ts");
 const dir = tempDir("bd-hup-");
 let n = 0;
 
@@ -35,20 +34,7 @@ function setup(app: string, extraEnv: Record<string, string> = {}): Case {
 }
 
 /** The load client (test/load.ts) in its own process on `path`, until stop(); then its result. */
-function probe(port: number, path: string): { stop(): Promise<LoadResult> } {
-  const p = Bun.spawn([BUN, LOAD, "--port", String(port), "--path", path, "--duration-ms", "120000", "--keep-alive", "2", "--fresh", "3", "--timeout-ms", "10000"], {
-    stdout: "pipe",
-    stderr: "inherit",
-  });
-  track(p.pid);
-  const out = new Response(p.stdout).text();
-  return {
-    async stop() {
-      p.kill("SIGTERM");
-      return JSON.parse(await out) as LoadResult;
-    },
-  };
-}
+const probe = (port: number, path: string) => loadClient(port, { path, ms: 120_000, keepAlive: 2, fresh: 3, timeoutMs: 10_000 });
 
 /** One request on a fresh connection: status and body. */
 async function get(port: number, path: string): Promise<{ status: number; body: string }> {

@@ -4,10 +4,12 @@
  * "deploys" a version by writing files), and the CLI run against them with
  * every pid it names tracked for cleanup.
  */
+import { expect } from "bun:test";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { freePort, run, startedPid, track, type Result } from "./helpers.ts";
+import { alive, BUN, freePort, ROOT, run, startedPid, track, type Result } from "./helpers.ts";
+import type { LoadResult } from "./load.ts";
 
 export interface ServeCase {
   name: string;
@@ -23,6 +25,12 @@ export interface ServeCase {
   pid(): number | undefined;
   /** Write (or with undefined remove) a file in serveDir. */
   set(file: string, text: string | undefined): void;
+  /**
+   * `upgrade`, which must succeed: exit 0, nothing on stderr, "pid OLD ->
+   * NEW", the old pid gone (upgrade exits 0 only once it has exited), the
+   * new one alive. Returns the new pid.
+   */
+  upgraded(): Promise<number>;
 }
 
 /** A case named `name` in `home`, run as `program` (e.g. [BUN, APP], or a compiled binary). */
@@ -54,6 +62,18 @@ export function serveCase(home: string, name: string, program: string[], extraEn
       if (text === undefined) rmSync(path, { force: true });
       else writeFileSync(path, text);
     },
+    async upgraded() {
+      const old = c.pid();
+      const u = await c.cli(["upgrade", "--pid-file", pidFile]);
+      expect(u.stderr).toBe("");
+      expect(u.code).toBe(0);
+      const now = c.pid()!;
+      expect(now).not.toBe(old);
+      expect(u.stdout).toContain(`pid ${old} -> ${now}`);
+      expect(alive(old!)).toBe(false);
+      expect(alive(now)).toBe(true);
+      return now;
+    },
   };
   return c;
 }
@@ -79,4 +99,43 @@ export function getFresh(port: number): Promise<string> {
       else resolve(buf.slice(buf.indexOf("\r\n\r\n") + 4));
     });
   });
+}
+
+/** What loadClient() runs: test/load.ts's options (its defaults where absent, but a 5-minute window). */
+export interface LoadClientOptions {
+  /** --duration-ms: the window, unless stop() ends it first. Default 300 000. */
+  ms?: number;
+  keepAlive?: number;
+  fresh?: number;
+  path?: string;
+  timeoutMs?: number;
+}
+
+/**
+ * The load client (test/load.ts) in its own process, so it shares no event
+ * loop with the test or the servers; its pid tracked. `done`: its result
+ * once the window ends; stop(): SIGTERM (it stops and prints what it
+ * counted), then the same result.
+ */
+export function loadClient(port: number, o: LoadClientOptions = {}): { done: Promise<LoadResult>; stop(): Promise<LoadResult> } {
+  const args = ["--port", String(port), "--duration-ms", String(o.ms ?? 300_000)];
+  if (o.keepAlive !== undefined) args.push("--keep-alive", String(o.keepAlive));
+  if (o.fresh !== undefined) args.push("--fresh", String(o.fresh));
+  if (o.path !== undefined) args.push("--path", o.path);
+  if (o.timeoutMs !== undefined) args.push("--timeout-ms", String(o.timeoutMs));
+  const p = Bun.spawn([BUN, join(ROOT, "test/load.ts"), ...args], { stdout: "pipe", stderr: "inherit" });
+  track(p.pid);
+  const done = new Response(p.stdout).text().then(async (text) => {
+    await p.exited;
+    return JSON.parse(text) as LoadResult;
+  });
+  // Awaited through done or stop(); never an unhandled rejection if a test only uses one.
+  done.catch(() => {});
+  return {
+    done,
+    stop() {
+      p.kill("SIGTERM");
+      return done;
+    },
+  };
 }

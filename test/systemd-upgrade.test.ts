@@ -27,14 +27,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, cleanupProcesses, freePort, ROOT, run, tempDir, track, waitFor } from "./helpers.ts";
+import { BUN, cleanupProcesses, freePort, ROOT, run, tempDir, waitFor } from "./helpers.ts";
+import type { WorkerStatus } from "../src/control.ts";
 import type { LoadResult } from "./load.ts";
-import { getFresh } from "./serve-case.ts";
+import { getFresh, loadClient } from "./serve-case.ts";
 import { bootSystemd, systemdSkipReason, type Systemd } from "./systemd-ns.ts";
 
 cleanupProcesses();
 const APP = join(ROOT, "test/fixtures/serve-app.ts");
-const LOAD = join(ROOT, "test/load.ts");
 const dir = tempDir("bd-sdup-");
 const skip = systemdSkipReason();
 if (skip) console.warn(`skipping the systemd upgrade tests: ${skip}`);
@@ -127,27 +127,8 @@ async function pidState(pid: number): Promise<string> {
 const gone = (s: string) => s === "gone" || s === "zombie";
 
 /** The load client in its own process until stop(); then its result. */
-function startLoad(port: number, o: { ms?: number; keepAlive?: number; fresh?: number } = {}): { stop(): Promise<LoadResult>; done: Promise<LoadResult> } {
-  const args = ["--port", String(port), "--duration-ms", String(o.ms ?? 300_000), "--keep-alive", String(o.keepAlive ?? 16), "--fresh", String(o.fresh ?? 8)];
-  const p = Bun.spawn([BUN, LOAD, ...args], { stdout: "pipe", stderr: "inherit" });
-  track(p.pid);
-  const result = new Response(p.stdout).text();
-  return {
-    // Lazy: a client only stop()ped must not leave a second, unobserved parse behind.
-    get done() {
-      return result.then(async (text) => {
-        await p.exited;
-        return JSON.parse(text) as LoadResult;
-      });
-    },
-    async stop() {
-      p.kill("SIGTERM");
-      const text = await result;
-      await p.exited;
-      return JSON.parse(text) as LoadResult;
-    },
-  };
-}
+const startLoad = (port: number, o: { ms?: number; keepAlive?: number; fresh?: number } = {}) =>
+  loadClient(port, { ms: o.ms ?? 300_000, keepAlive: o.keepAlive ?? 16, fresh: o.fresh ?? 8 });
 
 /**
  * Samples the unit's state every ~100 ms until stop(), so that "active
@@ -364,13 +345,8 @@ describe.skipIf(!!skip)("upgrade and restart of the unit `unit` prints, under a 
 // Workers under systemd: the unit `unit --workers 2` prints. The primary is
 // the main pid; the workers are its children, in the unit's cgroup.
 
-interface WorkerInfo {
-  id: number;
-  pid: number;
-  state: string;
-  uptimeSeconds: number;
-  restarts: number;
-}
+/** One worker as `status --json` lists it. */
+type WorkerInfo = WorkerStatus;
 interface WorkersStatus {
   code: number;
   state: string;

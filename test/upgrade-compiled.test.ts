@@ -13,13 +13,11 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { alive, BUN, cleanupProcesses, ROOT, run, startedPid, tempDir, track, waitFor } from "./helpers.ts";
-import type { LoadResult } from "./load.ts";
-import { serveCase, type ServeCase } from "./serve-case.ts";
+import { alive, BUN, cleanupProcesses, ROOT, run, startedPid, tempDir, waitFor } from "./helpers.ts";
+import { loadClient, serveCase, type ServeCase } from "./serve-case.ts";
 
 cleanupProcesses();
 const FIXTURE = join(ROOT, "test/fixtures/serve-app.ts");
-const LOAD = join(ROOT, "test/load.ts");
 const dir = tempDir("bd-upc-");
 /** The plain build, copied for each test (each test owns its binary's path). */
 const BUILT = join(dir, "built", "serve-app");
@@ -55,18 +53,8 @@ function setup(): Case {
   return { ...serveCase(home, name, [bin]), bin };
 }
 
-/** The load client in its own process until stop() (SIGTERM); then its result. */
-function load(port: number): { stop(): Promise<LoadResult> } {
-  const p = Bun.spawn([BUN, LOAD, "--port", String(port), "--duration-ms", "300000", "--keep-alive", "8", "--fresh", "4", "--timeout-ms", "10000"], { stdout: "pipe", stderr: "inherit" });
-  track(p.pid);
-  const out = new Response(p.stdout).text();
-  return {
-    async stop() {
-      p.kill("SIGTERM");
-      return JSON.parse(await out) as LoadResult;
-    },
-  };
-}
+/** The load client in its own process until stop(); then its result. */
+const load = (port: number) => loadClient(port, { keepAlive: 8, fresh: 4, timeoutMs: 10_000 });
 
 const get = async (port: number) => (await fetch(`http://127.0.0.1:${port}/`, { headers: { connection: "close" } })).text();
 const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(0, -1);
@@ -91,14 +79,8 @@ describe("upgrade of a compiled binary", () => {
     const pids = [first];
     for (let v = 2; v <= 6; v++) {
       c.set("version", String(v));
-      const u = await c.cli(["upgrade", "--pid-file", c.pidFile]);
-      expect(u.stderr).toBe("");
-      expect(u.code).toBe(0);
-      const now = c.pid()!;
+      const now = await c.upgraded();
       expect(pids).not.toContain(now);
-      expect(u.stdout).toContain(`pid ${pids.at(-1)} -> ${now}`);
-      expect(alive(pids.at(-1)!)).toBe(false);
-      expect(alive(now)).toBe(true);
       expect(await get(c.port)).toBe(`v${v} pid ${now}\n`);
       expect(exeInode(now)).toBe(statSync(c.bin).ino);
       expect(cmdline(now).slice(1)).toEqual(argv);

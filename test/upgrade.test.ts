@@ -8,12 +8,10 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { alive, BUN, cleanupProcesses, pidsMentioning, ROOT, tempDir, track, waitFor } from "./helpers.ts";
-import type { LoadResult } from "./load.ts";
-import { serveCase, type ServeCase } from "./serve-case.ts";
+import { loadClient, serveCase, type ServeCase } from "./serve-case.ts";
 
 cleanupProcesses();
 const APP = join(ROOT, "test/fixtures/serve-app.ts");
-const LOAD = join(ROOT, "test/load.ts");
 const dir = tempDir("bd-upgrade-");
 let n = 0;
 
@@ -24,12 +22,8 @@ function setup(): Case {
   return serveCase(dir, `up${process.pid}-${n}`, [BUN, APP]);
 }
 
-/** The load client for `ms`, or until stop() (SIGTERM: it stops and prints what it counted). */
-function load(port: number, ms: number): Promise<LoadResult> & { stop(): void } {
-  const p = Bun.spawn([BUN, LOAD, "--port", String(port), "--duration-ms", String(ms), "--keep-alive", "16", "--fresh", "8"], { stdout: "pipe", stderr: "inherit" });
-  track(p.pid);
-  return Object.assign(new Response(p.stdout).text().then((t) => JSON.parse(t) as LoadResult), { stop: () => p.kill("SIGTERM") });
-}
+/** The load client for `ms`, or until stop(). */
+const load = (port: number, ms: number) => loadClient(port, { ms, keepAlive: 16, fresh: 8 });
 
 const get = async (port: number) => (await fetch(`http://127.0.0.1:${port}/`)).text();
 
@@ -46,19 +40,10 @@ describe("upgrade", () => {
     const pids = [first];
     for (let v = 2; v <= 16; v++) {
       c.set("version", String(v));
-      const u = await c.cli(["upgrade", "--pid-file", c.pidFile]);
-      expect(u.stderr).toBe("");
-      expect(u.code).toBe(0);
-      const now = c.pid()!;
-      expect(u.stdout).toContain(`pid ${pids.at(-1)} -> ${now}`);
-      // upgrade exits 0 once the old process has exited.
-      expect(alive(pids.at(-1)!)).toBe(false);
-      expect(alive(now)).toBe(true);
-      pids.push(now);
+      pids.push(await c.upgraded());
     }
     await Bun.sleep(500);
-    result.stop();
-    const res = await result;
+    const res = await result.stop();
     expect(res.failed).toBe(0);
     expect(res.failures).toEqual({});
     expect(res.ok).toBeGreaterThan(1000);
@@ -85,7 +70,7 @@ describe("upgrade", () => {
     expect(u.stderr).toContain("version 2 refuses to start: the database is down");
     expect(u.stderr).toContain(`pid ${old} still serving`);
     expect(c.pid()).toBe(old);
-    const res = await result;
+    const res = await result.done;
     expect(res.failed).toBe(0);
     expect(await get(c.port)).toBe(`v1 pid ${old}\n`);
     // And once fixed, the next upgrade goes through.
@@ -149,32 +134,30 @@ describe("upgrade", () => {
 });
 
 describe("upgrade and the rest of the lifecycle", () => {
-  /** The upgrade's new process: the daemon stage on this PID file that is not `old` (not the old one's child: the relay started it). */
-  const successorOf = (c: Case, old: number) => () =>
-    pidsMentioning(c.pidFile).find((p) => p !== old && readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith("bun-daemon:stage\0"));
-
-  test("a stop while the new process is still starting stops it too: nothing is left running", async () => {
+  /**
+   * A daemon, and an upgrade whose new process sits in a 20 s init. The new
+   * one is found by its argv and PID file: it is not the old one's child
+   * (the relay started it).
+   */
+  async function upgradeInSlowInit(): Promise<{ c: Case; old: number; fresh: number }> {
     const c = setup();
     expect((await c.cli(["start", "--pid-file", c.pidFile, "--log-file", c.log])).code).toBe(0);
     const old = c.pid()!;
     c.set("slow-init-ms", "20000");
     process.kill(old, "SIGUSR2");
-    const successor = successorOf(c, old);
+    const successor = () => pidsMentioning(c.pidFile).find((p) => p !== old && readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith("bun-daemon:stage\0"));
     expect(await waitFor(() => successor() !== undefined, 10_000)).toBe(true);
-    const fresh = track(successor())!;
+    return { c, old, fresh: track(successor())! };
+  }
+
+  test("a stop while the new process is still starting stops it too: nothing is left running", async () => {
+    const { c, fresh } = await upgradeInSlowInit();
     expect((await c.cli(["stop", "--pid-file", c.pidFile])).code).toBe(0);
     expect(await waitFor(() => !alive(fresh), 10_000)).toBe(true);
   }, 60_000);
 
   test("the old daemon killed outright (SIGKILL) during an upgrade: the new process, not ready yet, does not live on", async () => {
-    const c = setup();
-    expect((await c.cli(["start", "--pid-file", c.pidFile, "--log-file", c.log])).code).toBe(0);
-    const old = c.pid()!;
-    c.set("slow-init-ms", "20000");
-    process.kill(old, "SIGUSR2");
-    const successor = successorOf(c, old);
-    expect(await waitFor(() => successor() !== undefined, 10_000)).toBe(true);
-    const fresh = track(successor())!;
+    const { c, old, fresh } = await upgradeInSlowInit();
     process.kill(old, "SIGKILL");
     // Nobody is left to take over from: it stops, its init cut short (after at most the 10 s shutdown timeout), before its 20 s init would end.
     expect(await waitFor(() => !alive(fresh), 30_000)).toBe(true);

@@ -11,18 +11,15 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, renameSync } from 
 import { join } from "node:path";
 import { serveCase } from "./serve-case.ts";
 import { alive, BUN, cleanupProcesses, ROOT, run, statusField, tempDir, track, waitFor } from "./helpers.ts";
+import type { WorkerStatus } from "../src/control.ts";
 
 cleanupProcesses();
 const APP = join(ROOT, "test/fixtures/serve-app.ts");
 const dir = tempDir("bd-workers-x-");
 let n = 0;
 
-interface WorkerRow {
-  id: number;
-  pid: number;
-  state: string;
-  restarts: number;
-}
+/** One worker as `status --json` lists it. */
+type WorkerRow = WorkerStatus;
 
 function setup(program: string[] = [BUN, APP]) {
   n++;

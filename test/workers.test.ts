@@ -16,21 +16,16 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { availableParallelism, cpus } from "node:os";
 import { join } from "node:path";
 import { alive, BUN, cleanupProcesses, freePort, ROOT, run, startedPid, statusField, stopTracked, tempDir, track, waitFor, type Result } from "./helpers.ts";
+import type { WorkerStatus } from "../src/control.ts";
 import type { LoadResult } from "./load.ts";
-import { getFresh as get } from "./serve-case.ts";
+import { getFresh as get, loadClient } from "./serve-case.ts";
 
 const APP = join(ROOT, "test/fixtures/workers-app.ts");
-const LOAD = join(ROOT, "test/load.ts");
 const dir = tempDir("bd-workers-");
 let n = 0;
 
-interface WorkerInfo {
-  id: number;
-  pid: number;
-  state: string;
-  uptimeSeconds: number;
-  restarts: number;
-}
+/** One worker as `status --json` lists it. */
+type WorkerInfo = WorkerStatus;
 
 interface Status {
   code: number;
@@ -146,21 +141,7 @@ function setup(extraEnv: Record<string, string> = {}): Case {
       for (const [, ppid] of c.files("loaded")) learn(Number(ppid));
       return [...seen];
     },
-    load(o = {}) {
-      const p = Bun.spawn(
-        [BUN, LOAD, "--port", String(port), "--duration-ms", String(o.ms ?? 120_000), "--keep-alive", String(o.keepAlive ?? 8), "--fresh", String(o.fresh ?? 4)],
-        { stdout: "pipe", stderr: "inherit" },
-      );
-      track(p.pid);
-      const done = new Response(p.stdout).text().then((t) => JSON.parse(t) as LoadResult);
-      return {
-        done,
-        stop() {
-          p.kill("SIGTERM");
-          return done;
-        },
-      };
-    },
+    load: (o = {}) => loadClient(port, { ms: o.ms ?? 120_000, keepAlive: o.keepAlive ?? 8, fresh: o.fresh ?? 4 }),
   };
   primaries.set(c, new Set());
   cases.push(c);
